@@ -324,7 +324,11 @@ def _check_close(what: str, got, want, tol: float, name: str, path: str | None) 
 
 
 def check_same_grid(
-    reference: Volume, other: Volume, *, spacing_tol: float = 1e-3, origin_tol_mm: float = 1e-2,
+    reference: Volume,
+    other: Volume,
+    *,
+    spacing_tol: float = 1e-3,
+    origin_tol_mm: float = 1e-2,
     direction_tol: float = 1e-3,
 ) -> None:
     """Raise `GeometryMismatch` unless `other` lies on the same voxel grid as `reference` (canonical grids).
@@ -354,6 +358,7 @@ def check_same_grid(
         other_name = other.source.path if other.source and other.source.path else other.name
         ref_name = reference.source.path if reference.source and reference.source.path else reference.name
         raise GeometryMismatch(
-            f"{other_name} does not match the grid of {ref_name}: " + "; ".join(problems)
+            f"{other_name} does not match the grid of {ref_name}: "
+            + "; ".join(problems)
             + ". Resample it onto the image first (e.g. with the tool that produced it)."
         )

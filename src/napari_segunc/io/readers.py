@@ -119,7 +119,6 @@ def read_volume(
         Missing path, unsupported suffix, corrupt or truncated file, 2D or 4D image, several DICOM series without
         `series_id` (the message lists them).
     """
-    import SimpleITK as sitk
 
     p = Path(path).expanduser()
     if not p.exists():
@@ -161,15 +160,56 @@ def _read_file(p: Path):
 
     if p.stat().st_size == 0:
         raise InvalidInput(f"{p} is empty (0 bytes); the copy or export that made it probably failed.")
+    if SUPPORTED_SUFFIXES[_suffix(p)] is FileFormat.NIFTI:
+        _check_nifti_complete(p)  # ITK reads a truncated NIfTI silently, padding it with garbage
     try:
         return sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InvalidInput(_explain_read_failure(p, exc)) from None
 
 
+def _check_nifti_complete(p: Path) -> None:
+    """Raise `InvalidInput` when a NIfTI file holds fewer voxel bytes than its header announces."""
+    import nibabel as nib
+
+    with open(p, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    if _suffix(p) == ".nii.gz" and not gzipped:
+        raise InvalidInput(f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it.")
+    try:
+        proxy = nib.load(str(p)).dataobj  # its offset accounts for header extensions
+        expected = int(proxy.offset) + int(np.prod(proxy.shape)) * int(proxy.dtype.itemsize)
+    except Exception:  # noqa: BLE001 - any header failure means "not a NIfTI"; ITK then explains
+        return
+    if gzipped:
+        got = 0
+        try:
+            with gzip.open(p, "rb") as fh:
+                while chunk := fh.read(1 << 22):
+                    got += len(chunk)
+        except (EOFError, OSError, gzip.BadGzipFile):
+            raise InvalidInput(
+                f"{p} is a truncated or corrupt gzip file; copy it again from its source "
+                "(the download or transfer was probably cut short)."
+            ) from None
+    else:
+        got = p.stat().st_size
+    if got < expected:
+        raise InvalidInput(
+            f"{p} is truncated: it holds {got} bytes of image data and header where its header announces "
+            f"{expected}; copy it again from its source."
+        )
+
+
 def _explain_read_failure(p: Path, exc: Exception) -> str:
-    kind = {".nii": "NIfTI", ".nii.gz": "NIfTI", ".nrrd": "NRRD", ".nhdr": "NRRD", ".mha": "MetaImage",
-            ".mhd": "MetaImage"}[_suffix(p)]
+    kind = {
+        ".nii": "NIfTI",
+        ".nii.gz": "NIfTI",
+        ".nrrd": "NRRD",
+        ".nhdr": "NRRD",
+        ".mha": "MetaImage",
+        ".mhd": "MetaImage",
+    }[_suffix(p)]
     with open(p, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
@@ -178,8 +218,10 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
                 while fh.read(1 << 20):
                     pass
         except (EOFError, OSError, gzip.BadGzipFile):
-            return (f"{p} is a truncated or corrupt gzip file; copy it again from its source "
-                    "(the download or transfer was probably cut short).")
+            return (
+                f"{p} is a truncated or corrupt gzip file; copy it again from its source "
+                "(the download or transfer was probably cut short)."
+            )
         return f"{p} decompresses but is not a readable {kind} image; it may be truncated or another format."
     if _suffix(p) == ".nii.gz":
         return f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it."
@@ -202,9 +244,7 @@ def _read_dicom(folder: Path, series_id: str | None):
     if series_id is None:
         if len(series) > 1:
             listing = "; ".join(str(s) for s in series)
-            raise InvalidInput(
-                f"{folder} holds {len(series)} DICOM series; choose one with its series id: {listing}."
-            )
+            raise InvalidInput(f"{folder} holds {len(series)} DICOM series; choose one with its series id: {listing}.")
         chosen = series[0]
     else:
         matches = [s for s in series if s.series_id == series_id]

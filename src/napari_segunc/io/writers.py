@@ -64,8 +64,8 @@ def _writable_array(volume: Volume) -> np.ndarray:
             if info.min <= lo and hi <= info.max:
                 return data.astype(dt)
         raise InvalidInput(f"Label map '{volume.name}' has labels outside the int32 range ({lo}..{hi}).")
-    if data.dtype.kind == "f" and data.dtype != np.float32:
-        return data.astype(np.float32)  # float16 is not storable, float64 doubles the file for no gain
+    if data.dtype == np.float16 or (volume.kind is VolumeKind.FLOAT_MAP and data.dtype.kind == "f"):
+        return data.astype(np.float32)  # float16 is not storable; maps need no more than float32
     if data.dtype == bool:
         return data.astype(np.uint8)
     return data
@@ -84,7 +84,8 @@ def write_volume(
     Parameters
     ----------
     volume : Volume
-        Label map (integer dtype kept, bool → uint8), float map (written as float32) or image.
+        Label map (integer dtype kept, bool → uint8), float map (written as float32) or image (dtype kept,
+        float16 → float32).
     path : path-like
         Target file. The suffix picks the format (``.nii.gz`` when there is none). With
         `same_format_as_source`, the suffix is replaced by the source's (DICOM sources are written as NIfTI).

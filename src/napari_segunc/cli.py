@@ -1,0 +1,158 @@
+"""The ``segunc`` command line. Headless: it never imports Qt or napari (``segunc demo`` loads them lazily).
+
+Every user error ends with one sentence on stderr naming the file and the problem, and exit code 2; ``--debug``
+adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from .errors import SegUncError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("napari_segunc")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .io import read_volume
+
+    vol = read_volume(args.path, series_id=args.series_id)
+    src = vol.source
+    data = vol.data
+    finite = data[np.isfinite(data)] if data.dtype.kind == "f" else data
+    info: dict[str, Any] = {
+        "path": src.path,
+        "format": src.format.value,
+        "size": list(src.size),
+        "spacing": list(src.spacing),
+        "origin": list(src.origin),
+        "direction": list(src.direction),
+        "orientation": src.orientation,
+        "dtype": str(data.dtype),
+        "kind": vol.kind.value,
+        "modality": vol.modality.value,
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "canonical_shape_zyx": list(vol.shape),
+        "canonical_origin_zyx": list(vol.origin),
+    }
+    if src.series_id:
+        info["series_id"] = src.series_id
+    if vol.kind.value == "labels":
+        info["labels"] = [int(v) for v in np.unique(data) if v != 0]
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    fmt3 = lambda v: " × ".join(f"{x:g}" for x in v)  # noqa: E731
+    d = src.direction
+    lines = [
+        f"path         {src.path}",
+        f"format       {src.format.value}" + (f" (series {src.series_id})" if src.series_id else ""),
+        f"size         {fmt3(src.size)} voxels (x, y, z)",
+        f"spacing      {fmt3(src.spacing)} mm",
+        f"origin       ({', '.join(f'{x:.4f}' for x in src.origin)}) mm (LPS, ITK convention)",
+        "direction    " + "  ".join("[" + " ".join(f"{d[3 * r + c]:+.4f}" for c in range(3)) + "]" for r in range(3)),
+        f"orientation  {src.orientation} (index axes i, j, k point to these patient directions)",
+        f"dtype        {data.dtype} ({vol.kind.value}, modality {vol.modality.value})",
+        f"value range  {info['min']:g} .. {info['max']:g}" if finite.size else "value range  (no finite values)",
+    ]
+    if "labels" in info:
+        lines.append(f"labels       {info['labels']}")
+    print("\n".join(lines))
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .io import read_volume, write_volume
+
+    vol = read_volume(args.input, series_id=args.series_id)
+    out = write_volume(vol, args.output, overwrite=args.overwrite)
+    print(f"wrote {out} ({vol.source.orientation} orientation, spacing {vol.source.spacing} mm, as the source)")
+    return 0
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from .phantom import make_phantom, write_phantom
+
+    study = make_phantom(seed=args.seed, n_raters=args.raters)
+    paths = write_phantom(study, args.out_dir, overwrite=args.overwrite)
+    for name, path in paths.items():
+        print(f"{name:10s} {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out_dir=args.out_dir, screenshot=args.screenshot, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``segunc`` argument parser (sub-commands: info, convert, phantom, demo)."""
+    parser = argparse.ArgumentParser(
+        prog="segunc",
+        description="Review medical image segmentation with its uncertainty (napari-segunc).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is read and written")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("info", help="size, spacing, origin, direction, orientation and values of an image")
+    p.add_argument("path", help="NIfTI / NRRD / MHA / MHD file or DICOM folder")
+    p.add_argument("--series-id", help="DICOM SeriesInstanceUID when the folder holds several series")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("convert", help="convert between formats, keeping the geometry exactly")
+    p.add_argument("input", help="image file or DICOM folder")
+    p.add_argument("output", help="target file; its suffix picks the format (.nii.gz, .nrrd, .mha, .mhd, .nii)")
+    p.add_argument("--series-id", help="DICOM SeriesInstanceUID when the folder holds several series")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("phantom", help="write the synthetic abdominal CT study with simulated raters")
+    p.add_argument("out_dir", help="folder to write image.nii.gz, truth.nii.gz, rater_K.nii.gz, labels.json")
+    p.add_argument("--seed", type=int, default=0, help="anatomy and rater seed (same seed, same bytes)")
+    p.add_argument("--raters", type=int, default=3, help="number of simulated raters (default 3)")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in OUT_DIR")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
+    p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")
+    p.add_argument("--screenshot", default=None, help="PNG path used when there is no display")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``segunc`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SegUncError as exc:
+        if args.debug:
+            raise
+        print(f"segunc {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"segunc {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The `segunc` console script: info, convert, phantom, and its error contract (one sentence, exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_segunc.cli import main
+from napari_segunc.io import read_volume
+
+
+@pytest.mark.parametrize("name", ["example_ct_sm.nii.gz", "example_seg_dicom.nii.gz", "example_ct_dicom"])
+def test_info_json_reports_what_simpleitk_reports(totalseg, capsys, name):
+    assert main(["info", str(totalseg / name), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    path = totalseg / name
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)))
+        ref = reader.Execute()
+    else:
+        ref = sitk.ReadImage(str(path))
+    assert info["size"] == list(ref.GetSize())
+    np.testing.assert_allclose(info["spacing"], ref.GetSpacing())
+    np.testing.assert_allclose(info["origin"], ref.GetOrigin())
+    np.testing.assert_allclose(info["direction"], ref.GetDirection())
+    arr = sitk.GetArrayViewFromImage(ref)
+    assert (info["min"], info["max"]) == (float(arr.min()), float(arr.max()))
+    expected = {"example_ct_sm.nii.gz": "RAS", "example_seg_dicom.nii.gz": "LAS", "example_ct_dicom": "LPS"}
+    assert info["orientation"] == expected[name]
+
+
+def test_info_text_for_every_format(totalseg, tmp_path, capsys):
+    vol = read_volume(totalseg / "example_seg.nii.gz")
+    from napari_segunc.io import write_volume
+
+    for suffix in (".nii", ".nrrd", ".mha", ".mhd"):
+        out = write_volume(vol, tmp_path / f"seg{suffix}")
+        assert main(["info", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "size         122 × 101 × 30 voxels" in text
+        assert "orientation  RAS" in text and "uint8" in text
+        assert "labels       [1, 2, 3" in text
+
+
+def test_convert_preserves_geometry(totalseg, tmp_path, capsys):
+    out = tmp_path / "ct.nrrd"
+    assert main(["convert", str(totalseg / "example_ct_sm.nii.gz"), str(out)]) == 0
+    a, b = sitk.ReadImage(str(totalseg / "example_ct_sm.nii.gz")), sitk.ReadImage(str(out))
+    assert a.GetOrigin() == b.GetOrigin() and a.GetDirection() == b.GetDirection()
+    assert a.GetSpacing() == b.GetSpacing() and a.GetPixelID() == b.GetPixelID()
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b))
+    # a second conversion to the same name is refused, then allowed with --overwrite
+    assert main(["convert", str(totalseg / "example_ct_sm.nii.gz"), str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["convert", str(totalseg / "example_ct_sm.nii.gz"), str(out), "--overwrite"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "nope.nii.gz", "nope.nii.gz does not exist"),
+        (lambda d: (d / "a.png").write_bytes(b"x") and d / "a.png", "unsupported extension '.png'"),
+        (lambda d: (d / "t.nii.gz").write_text("report") and d / "t.nii.gz", "is not gzip-compressed"),
+    ],
+)
+def test_errors_are_one_sentence_exit_2_no_traceback(tmp_path, make, message):
+    path = make(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "napari_segunc.cli", "info", str(path)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    debug = subprocess.run(
+        [sys.executable, "-m", "napari_segunc.cli", "--debug", "info", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_phantom_command_writes_the_study(tmp_path, capsys):
+    assert main(["phantom", str(tmp_path / "study"), "--seed", "3", "--raters", "2"]) == 0
+    names = sorted(p.name for p in (tmp_path / "study").iterdir())
+    assert names == ["image.nii.gz", "labels.json", "rater_1.nii.gz", "rater_2.nii.gz", "truth.nii.gz"]
+    labels = json.loads((tmp_path / "study" / "labels.json").read_text())
+    truth = read_volume(tmp_path / "study" / "truth.nii.gz")
+    assert set(np.unique(truth.data)) == {0, *labels.values()}
+    # refusing to overwrite what is there
+    assert main(["phantom", str(tmp_path / "study"), "--seed", "3", "--raters", "2"]) == 2
+    assert "already exists" in capsys.readouterr().err
