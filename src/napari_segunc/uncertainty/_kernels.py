@@ -1,0 +1,165 @@
+"""numba kernels of the streaming ensemble accumulator, each with a plain-numpy twin (tests compare them).
+
+All kernels work on flattened chunks: probabilities ``p`` of shape (C, N) for N voxels. ``sign`` = +1 adds a
+member, −1 removes it again (used to roll back a member that fails validation half-way).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "accumulate",
+    "accumulate_numpy",
+    "check_member",
+    "check_member_numpy",
+    "finalize",
+    "finalize_numpy",
+]
+
+# check_member status codes
+OK, NOT_FINITE, OUT_OF_RANGE, NOT_NORMALISED = 0, 1, 2, 3
+
+
+@njit(cache=True, parallel=True)
+def check_member(p, atol, renormalize):  # pragma: no cover - compiled
+    """Count voxels with a non-finite value, a value outside [0, 1], or a class sum off 1 by more than `atol`
+    (with `renormalize`, only a sum of 0 counts: it cannot be rescaled).
+
+    Returns ``(n_not_finite, n_out_of_range, n_not_normalised)``.
+    """
+    n_classes, n = p.shape
+    bad_finite = 0
+    bad_range = 0
+    bad_sum = 0
+    for v in prange(n):
+        s = 0.0
+        finite = True
+        in_range = True
+        for c in range(n_classes):
+            x = np.float64(p[c, v])
+            if not np.isfinite(x):
+                finite = False
+            elif x < 0.0 or x > 1.0:
+                in_range = False
+            s += x
+        if not finite:
+            bad_finite += 1
+        elif not in_range:
+            bad_range += 1
+        elif (renormalize and s <= 0.0) or (not renormalize and abs(s - 1.0) > atol):
+            bad_sum += 1
+    return bad_finite, bad_range, bad_sum
+
+
+def check_member_numpy(p, atol, renormalize):
+    p = p.astype(np.float64)
+    finite = np.isfinite(p).all(axis=0)
+    with np.errstate(invalid="ignore"):
+        in_range = ((p >= 0) & (p <= 1)).all(axis=0) | ~finite
+    s = p.sum(axis=0)
+    off = (s <= 0) if renormalize else (np.abs(s - 1.0) > atol)
+    return int((~finite).sum()), int((finite & ~in_range).sum()), int((finite & in_range & off).sum())
+
+
+@njit(cache=True, parallel=True)
+def accumulate(p, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pragma: no cover - compiled
+    """Add (sign=+1) or remove (sign=−1) one member chunk to the running sums.
+
+    sum_p, sum_sq : (C, N) float32 — Σ p and Σ p²; sum_ent : (N,) float32 — Σ H(p_m) in nats;
+    votes : (C, N) integer — number of members whose argmax is c (first maximum wins ties, as numpy.argmax).
+    """
+    n_classes, n = p.shape
+    for v in prange(n):
+        s = 1.0
+        if renormalize:
+            s = 0.0
+            for c in range(n_classes):
+                s += np.float64(p[c, v])
+            if s <= 0.0:
+                s = 1.0
+        ent = 0.0
+        best = 0
+        best_val = -1.0
+        for c in range(n_classes):
+            x = np.float64(p[c, v]) / s
+            sum_p[c, v] += np.float32(sign * x)
+            sum_sq[c, v] += np.float32(sign * x * x)
+            if x > 0.0:
+                ent -= x * np.log(x)
+            if x > best_val:
+                best_val = x
+                best = c
+        sum_ent[v] += np.float32(sign * ent)
+        votes[best, v] += sign
+
+
+def accumulate_numpy(p, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
+    x = p.astype(np.float64)
+    if renormalize:
+        s = x.sum(axis=0)
+        s[s <= 0] = 1.0
+        x = x / s
+    sum_p += (sign * x).astype(np.float32)
+    sum_sq += (sign * x * x).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        plogp = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
+    sum_ent += (sign * -plogp.sum(axis=0)).astype(np.float32)
+    best = np.argmax(x, axis=0)
+    np.add.at(votes, (best, np.arange(x.shape[1])), np.asarray(sign).astype(votes.dtype))  # -1 wraps, exactly
+
+
+@njit(cache=True, parallel=True)
+def finalize(
+    sum_p, sum_sq, sum_ent, votes, n_members, mean_p, var, entropy, expected, mi, mean_var, maxp_unc, disagreement, seg
+):  # pragma: no cover - compiled
+    """Turn running sums into maps (all in nats); outputs are preallocated, inputs may alias mean_p / var."""
+    n_classes, n = sum_p.shape
+    inv = 1.0 / n_members
+    for v in prange(n):
+        h = 0.0
+        best = 0
+        best_val = -1.0
+        vs = 0.0
+        for c in range(n_classes):
+            m = np.float64(sum_p[c, v]) * inv
+            q = np.float64(sum_sq[c, v]) * inv - m * m
+            if q < 0.0:
+                q = 0.0
+            mean_p[c, v] = m
+            var[c, v] = q
+            vs += q
+            if m > 0.0:
+                h -= m * np.log(m)
+            if m > best_val:
+                best_val = m
+                best = c
+        e = np.float64(sum_ent[v]) * inv
+        entropy[v] = h
+        expected[v] = e
+        mi[v] = h - e if h > e else 0.0
+        mean_var[v] = vs / n_classes
+        maxp_unc[v] = 1.0 - best_val
+        disagreement[v] = 1.0 - np.float64(votes[best, v]) * inv
+        seg[v] = best
+
+
+def finalize_numpy(
+    sum_p, sum_sq, sum_ent, votes, n_members, mean_p, var, entropy, expected, mi, mean_var, maxp_unc, disagreement, seg
+):
+    m = sum_p.astype(np.float64) / n_members
+    q = np.clip(sum_sq.astype(np.float64) / n_members - m * m, 0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(m > 0, m * np.log(np.where(m > 0, m, 1.0)), 0.0).sum(axis=0)
+    e = sum_ent.astype(np.float64) / n_members
+    best = np.argmax(m, axis=0)
+    mean_p[...] = m
+    var[...] = q
+    entropy[...] = h
+    expected[...] = e
+    mi[...] = np.clip(h - e, 0, None)
+    mean_var[...] = q.mean(axis=0)
+    maxp_unc[...] = 1.0 - m.max(axis=0)
+    disagreement[...] = 1.0 - np.take_along_axis(votes, best[None], axis=0)[0] / n_members
+    seg[...] = best

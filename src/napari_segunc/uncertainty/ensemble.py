@@ -1,0 +1,315 @@
+"""Streaming ensemble uncertainty: members arrive one at a time, memory stays O(C·V) whatever their number.
+
+Definitions (natural log, nats; ``normalized=True`` divides the three entropies by ln C):
+
+- mean probabilities p̄_c = (1/M) Σ_m p_{m,c}; segmentation = argmax_c p̄_c (first maximum on ties);
+- predictive entropy H(p̄) = −Σ_c p̄_c ln p̄_c with 0·ln 0 = 0;
+- expected entropy (aleatoric) = (1/M) Σ_m H(p_m);
+- mutual information (epistemic) = H(p̄) − (1/M) Σ_m H(p_m), float rounding negatives clipped to 0, exactly 0 for a
+  single member;
+- variance per class across members, population form (1/M) Σ_m p_{m,c}² − p̄_c², and its mean over classes;
+- max-softmax uncertainty 1 − max_c p̄_c;
+- member disagreement: fraction of members whose argmax differs from the ensemble's argmax.
+
+Probabilities are averaged, never logits (ARCHITECTURE.md convention 4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from ..errors import GeometryMismatch, InvalidInput
+from ..volume import Volume, check_same_grid
+from . import _kernels as K
+
+__all__ = ["ALL_MEMBERS", "EnsembleAccumulator", "EnsembleMaps", "SCALAR_MAPS"]
+
+log = logging.getLogger(__name__)
+
+ALL_MEMBERS = "all"
+#: Per-voxel scalar maps of `EnsembleMaps`, in display order.
+SCALAR_MAPS = (
+    "entropy",
+    "expected_entropy",
+    "mutual_information",
+    "mean_variance",
+    "max_prob_uncertainty",
+    "member_disagreement",
+)
+
+
+@dataclasses.dataclass
+class EnsembleMaps:
+    """Uncertainty maps of one group of members. Arrays are float32 unless said otherwise; shapes (Z, Y, X).
+
+    Attributes
+    ----------
+    mean_probabilities : ndarray, shape (C, Z, Y, X)
+    segmentation : ndarray of uint8 (uint16 beyond 256 classes)
+    entropy, expected_entropy, mutual_information : ndarray
+        Nats, or divided by ln C when `normalized`.
+    variance : ndarray, shape (C, Z, Y, X)
+    mean_variance, max_prob_uncertainty, member_disagreement : ndarray
+    group : str
+    members : tuple of str
+    normalized : bool
+    """
+
+    mean_probabilities: np.ndarray
+    segmentation: np.ndarray
+    entropy: np.ndarray
+    expected_entropy: np.ndarray
+    mutual_information: np.ndarray
+    variance: np.ndarray
+    mean_variance: np.ndarray
+    max_prob_uncertainty: np.ndarray
+    member_disagreement: np.ndarray
+    group: str
+    members: tuple[str, ...]
+    normalized: bool
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.mean_probabilities.shape[0])
+
+    def scalar_maps(self) -> dict[str, np.ndarray]:
+        """The per-voxel scalar maps by name (see `SCALAR_MAPS`)."""
+        return {name: getattr(self, name) for name in SCALAR_MAPS}
+
+
+@dataclasses.dataclass
+class _Sums:
+    sum_p: np.ndarray
+    sum_sq: np.ndarray
+    sum_ent: np.ndarray
+    votes: np.ndarray
+    members: list[str]
+
+
+class EnsembleAccumulator:
+    """Accumulate ensemble members' class probabilities one by one, for all members and per group.
+
+    Parameters
+    ----------
+    atol : float
+        Tolerance on Σ_c p_c = 1 per voxel (default 1e-3).
+    renormalize : bool
+        Rescale each voxel's probabilities to sum to 1 instead of refusing members that do not (a voxel whose
+        probabilities are all 0 is still refused).
+    chunk_voxels : int
+        Voxels processed per kernel call; bounds temporary memory (float16 members are upcast chunk by chunk).
+    use_numba : bool
+        Use the compiled kernels (default) or their numpy twins (reference, slower).
+
+    Examples
+    --------
+    >>> acc = EnsembleAccumulator()
+    >>> for name, group, probs in members:            # probs: (C, Z, Y, X) float32 or float16
+    ...     acc.add(probs, name=name, group=group)
+    >>> maps = acc.result()                           # all members
+    >>> per_rater = acc.result("rater1")              # one group
+    """
+
+    def __init__(
+        self, *, atol: float = 1e-3, renormalize: bool = False, chunk_voxels: int = 1 << 20, use_numba: bool = True
+    ) -> None:
+        self.atol = float(atol)
+        self.renormalize = bool(renormalize)
+        self.chunk_voxels = int(chunk_voxels)
+        self._kernels = (
+            (K.check_member, K.accumulate, K.finalize)
+            if use_numba
+            else (K.check_member_numpy, K.accumulate_numpy, K.finalize_numpy)
+        )
+        self._shape: tuple[int, ...] | None = None
+        self._grid: Volume | None = None
+        self._sums: dict[str, _Sums] = {}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """(C, Z, Y, X) of the members, fixed by the first one."""
+        return self._shape
+
+    @property
+    def groups(self) -> list[str]:
+        """``"all"`` followed by the group names in order of first appearance."""
+        return list(self._sums)
+
+    def members(self, group: str = ALL_MEMBERS) -> tuple[str, ...]:
+        return tuple(self._sums[group].members) if group in self._sums else ()
+
+    # ------------------------------------------------------------------ adding members
+    def add(
+        self, probabilities: np.ndarray, *, name: str, group: str | None = None, grid: Volume | None = None
+    ) -> None:
+        """Add one member.
+
+        Parameters
+        ----------
+        probabilities : ndarray, shape (C, Z, Y, X), float32 or float16
+            Class probabilities (background first), C ≥ 2, on the canonical grid.
+        name : str
+            Member name used in error messages and results (e.g. ``"rater1/seed112233"``).
+        group : str, optional
+            Group the member also belongs to (e.g. ``"rater1"``); every member always counts in ``"all"``.
+        grid : Volume, optional
+            The member's grid; checked against the first member's when both are given.
+
+        Raises
+        ------
+        InvalidInput
+            Wrong dimensionality, fewer than 2 classes, NaN/Inf, values outside [0, 1] or sums off 1 (unless
+            `renormalize`). The accumulator is left exactly as it was before the call.
+        GeometryMismatch
+            Shape or grid different from the first member's.
+        """
+        p = np.asarray(probabilities)
+        if p.ndim != 4 or p.shape[0] < 2:
+            raise InvalidInput(
+                f"Member '{name}' has shape {p.shape}; class probabilities of shape (C, Z, Y, X) with C ≥ 2 "
+                "(background included) are needed."
+            )
+        if p.dtype.kind != "f":
+            raise InvalidInput(f"Member '{name}' holds {p.dtype} values; probabilities must be floats in [0, 1].")
+        if self._shape is not None and p.shape != self._shape:
+            raise GeometryMismatch(
+                f"Member '{name}' has shape {p.shape} (classes, z, y, x) but the first member has {self._shape}; "
+                "all members must predict the same classes on the same image."
+            )
+        if grid is not None and self._grid is not None:
+            check_same_grid(self._grid, grid)
+        if group == ALL_MEMBERS:
+            raise InvalidInput(f"'{ALL_MEMBERS}' is reserved for the ensemble of every member; rename the group.")
+        targets = [ALL_MEMBERS] + ([group] if group else [])
+        for t in targets:
+            if t in self._sums and name in self._sums[t].members:
+                raise InvalidInput(f"Member '{name}' was already added to group '{t}'.")
+
+        created = [t for t in targets if t not in self._sums]
+        for t in created:
+            self._sums[t] = self._allocate(p.shape)
+        flat = p.reshape(p.shape[0], -1)
+        check, accumulate, _ = self._kernels
+        done = 0
+        try:
+            for start in range(0, flat.shape[1], self.chunk_voxels):
+                chunk = np.ascontiguousarray(flat[:, start : start + self.chunk_voxels], dtype=np.float32)
+                n_nan, n_range, n_sum = check(chunk, self.atol, self.renormalize)
+                if n_nan or n_range or n_sum:
+                    raise InvalidInput(self._describe(name, flat, n_nan, n_range, n_sum, start))
+                for t in targets:
+                    s = self._sums[t]
+                    sl = slice(start, start + chunk.shape[1])
+                    accumulate(
+                        chunk, self.renormalize, 1, s.sum_p[:, sl], s.sum_sq[:, sl], s.sum_ent[sl], s.votes[:, sl]
+                    )
+                done = start + chunk.shape[1]
+        except BaseException:
+            self._rollback(flat, done, targets, created)
+            raise
+        for t in targets:
+            self._sums[t].members.append(name)
+        if self._shape is None:
+            self._shape, self._grid = p.shape, grid
+        log.debug("added member %s (group %s): %s", name, group, p.shape)
+
+    def _allocate(self, shape: tuple[int, ...]) -> _Sums:
+        c, v = shape[0], int(np.prod(shape[1:]))
+        return _Sums(
+            sum_p=np.zeros((c, v), np.float32),
+            sum_sq=np.zeros((c, v), np.float32),
+            sum_ent=np.zeros(v, np.float32),
+            votes=np.zeros((c, v), np.uint16),
+            members=[],
+        )
+
+    def _rollback(self, flat: np.ndarray, done: int, targets: list[str], created: list[str]) -> None:
+        """Undo the chunks of a failed member that were already added (exact for counts, ~1e-7 for sums)."""
+        _, accumulate, _ = self._kernels
+        for t in targets:
+            if t in created:
+                del self._sums[t]
+                continue
+            s = self._sums[t]
+            for start in range(0, done, self.chunk_voxels):
+                chunk = np.ascontiguousarray(flat[:, start : start + self.chunk_voxels], dtype=np.float32)
+                sl = slice(start, start + chunk.shape[1])
+                accumulate(chunk, self.renormalize, -1, s.sum_p[:, sl], s.sum_sq[:, sl], s.sum_ent[sl], s.votes[:, sl])
+
+    def _describe(self, name: str, flat: np.ndarray, n_nan: int, n_range: int, n_sum: int, start: int) -> str:
+        chunk = flat[:, start : start + self.chunk_voxels].astype(np.float64)
+        if n_nan:
+            return (
+                f"Member '{name}' contains NaN or infinite probabilities (at least {n_nan} voxels); "
+                "the model output is broken — rerun it."
+            )
+        if n_range:
+            lo, hi = np.nanmin(chunk), np.nanmax(chunk)
+            return (
+                f"Member '{name}' has values outside [0, 1] (range {lo:.4g}..{hi:.4g}, at least {n_range} voxels); "
+                "these look like logits — apply softmax first (probabilities are averaged, never logits)."
+            )
+        if self.renormalize:
+            return (
+                f"Member '{name}' has voxels whose probabilities are all 0 (at least {n_sum}); they cannot be rescaled."
+            )
+        sums = chunk.sum(axis=0)
+        worst = float(sums[np.argmax(np.abs(sums - 1.0))])
+        return (
+            f"Member '{name}' has class probabilities that do not sum to 1 (at least {n_sum} voxels, e.g. {worst:.4f}; "
+            f"tolerance {self.atol:g}). Include the background class, or pass renormalize=True (--renormalize)."
+        )
+
+    # ------------------------------------------------------------------ results
+    def result(self, group: str = ALL_MEMBERS, *, normalized: bool = False) -> EnsembleMaps:
+        """Maps for one group (default: every member). The accumulator can keep receiving members afterwards."""
+        if group not in self._sums:
+            if not self._sums:
+                raise InvalidInput("No ensemble member was added; add at least one probability map.")
+            raise InvalidInput(f"No member belongs to group '{group}'; groups are {', '.join(self.groups)}.")
+        s = self._sums[group]
+        c, v = s.sum_p.shape
+        spatial = self._shape[1:]
+        m = len(s.members)
+        out = {
+            "mean_p": np.empty((c, v), np.float32),
+            "var": np.empty((c, v), np.float32),
+            **{k: np.empty(v, np.float32) for k in ("entropy", "expected", "mi", "mean_var", "maxp", "dis")},
+            "seg": np.empty(v, np.uint8 if c <= 256 else np.uint16),
+        }
+        self._kernels[2](
+            s.sum_p, s.sum_sq, s.sum_ent, s.votes, m, out["mean_p"], out["var"], out["entropy"], out["expected"],
+            out["mi"], out["mean_var"], out["maxp"], out["dis"], out["seg"],
+        )  # fmt: skip
+        if m == 1:
+            out["mi"][:] = 0.0  # H(p̄) and the member's H(p) differ only by float32 rounding
+        if normalized:
+            for k in ("entropy", "expected", "mi"):
+                out[k] /= np.float32(math.log(c))
+        return EnsembleMaps(
+            mean_probabilities=out["mean_p"].reshape(c, *spatial),
+            segmentation=out["seg"].reshape(spatial),
+            entropy=out["entropy"].reshape(spatial),
+            expected_entropy=out["expected"].reshape(spatial),
+            mutual_information=out["mi"].reshape(spatial),
+            variance=out["var"].reshape(c, *spatial),
+            mean_variance=out["mean_var"].reshape(spatial),
+            max_prob_uncertainty=out["maxp"].reshape(spatial),
+            member_disagreement=out["dis"].reshape(spatial),
+            group=group,
+            members=tuple(s.members),
+            normalized=normalized,
+        )
+
+    def results(self, *, normalized: bool = False) -> dict[str, EnsembleMaps]:
+        """Maps for ``"all"`` and every group, in one call."""
+        return {g: self.result(g, normalized=normalized) for g in self.groups}
