@@ -27,6 +27,9 @@ __all__ = [
     "SourceGeometry",
     "Volume",
     "VolumeKind",
+    "array_to_canonical",
+    "array_to_source",
+    "canonical_axes",
     "check_same_grid",
     "orientation_code",
 ]
@@ -301,6 +304,45 @@ class Volume:
         back.SetOrigin(src.origin)
         back.SetDirection(src.direction)
         return back
+
+
+def canonical_axes(direction: tuple[float, ...] | np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """How SimpleITK's ``DICOMOrient(..., "LPS")`` rearranges a source array, as numpy operations.
+
+    For an array ``a`` in SimpleITK order (z, y, x) of an image with ITK `direction`, the canonical array is
+    ``np.flip(a.transpose(perm), [i for i, f in enumerate(flips) if f])``. Found by orienting a tiny probe image
+    with SimpleITK itself, so it always agrees with `Volume.from_sitk`.
+    """
+    import SimpleITK as sitk
+
+    probe = np.arange(2 * 3 * 4, dtype=np.int32).reshape(4, 3, 2)  # distinct extent on every axis
+    image = sitk.GetImageFromArray(probe)
+    image.SetDirection(tuple(float(v) for v in np.asarray(direction, float).ravel()))
+    out = sitk.GetArrayFromImage(sitk.DICOMOrient(image, CANONICAL_ORIENTATION))
+    idx = np.stack(np.unravel_index(out, probe.shape))  # source (z, y, x) index of every canonical voxel
+    perm, flips = [], []
+    for axis in range(3):
+        step = np.diff(np.moveaxis(idx, axis + 1, 1), axis=1)  # change of source indices along canonical `axis`
+        src_axis = int(np.flatnonzero(np.abs(step).reshape(3, -1).max(axis=1))[0])
+        perm.append(src_axis)
+        flips.append(bool(step.reshape(3, -1)[src_axis, 0] < 0))
+    return tuple(perm), tuple(flips)
+
+
+def array_to_canonical(array: np.ndarray, direction: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """Reorient the last three axes (SimpleITK order z, y, x) of `array` to the canonical LPS grid (a view)."""
+    perm, flips = canonical_axes(direction)
+    lead = array.ndim - 3
+    out = array.transpose(*range(lead), *(lead + p for p in perm))
+    return np.flip(out, [lead + i for i, f in enumerate(flips) if f]) if any(flips) else out
+
+
+def array_to_source(array: np.ndarray, direction: tuple[float, ...] | np.ndarray) -> np.ndarray:
+    """Inverse of `array_to_canonical`: canonical (…, z, y, x) back to the source file's array order (a view)."""
+    perm, flips = canonical_axes(direction)
+    lead = array.ndim - 3
+    out = np.flip(array, [lead + i for i, f in enumerate(flips) if f]) if any(flips) else array
+    return out.transpose(*range(lead), *(lead + int(i) for i in np.argsort(perm)))
 
 
 def guess_kind(data: np.ndarray) -> VolumeKind:

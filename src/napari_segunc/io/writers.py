@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..errors import InvalidInput
 from ..volume import FileFormat, Volume, VolumeKind
 from .readers import SUPPORTED_SUFFIXES, _suffix
 
-__all__ = ["output_format", "versioned_path", "write_volume"]
+__all__ = ["atomic_write", "output_format", "versioned_path", "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -112,29 +113,38 @@ def write_volume(
         path = path.with_name(path.name.removesuffix(".gz") + ".nii.gz")
     if volume.source is not None and volume.source.path and _same_file(path, Path(volume.source.path)):
         raise InvalidInput(f"Refusing to write over the source image {path}; choose another file name.")
-    if path.exists() and not overwrite:
-        raise InvalidInput(f"{path} already exists; choose another name or pass overwrite (--overwrite).")
-    if not path.parent.is_dir():
-        raise InvalidInput(f"Cannot write {path}: the folder {path.parent} does not exist.")
-
     image = sitk.GetImageFromArray(np.ascontiguousarray(_writable_array(volume)))
     canonical = volume.with_data(sitk.GetArrayViewFromImage(image))  # same grid, storable dtype
     out = canonical.to_source_sitk()
     use_compression = compress and fmt in (FileFormat.NRRD, FileFormat.MHA, FileFormat.MHD)
+    atomic_write(path, lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=use_compression), overwrite=overwrite)
+    log.info("wrote %s (%s, %s)", path, fmt.value, out.GetPixelIDTypeAsString())
+    return path
 
+
+def atomic_write(path: Path, write: Callable[[Path], object], *, overwrite: bool) -> Path:
+    """Run ``write(tmp_path)`` in a temporary folder beside `path`, then move the result(s) into place.
+
+    Nothing is left behind on failure, an existing target is refused unless `overwrite`, and for formats that write
+    two files (MetaImage ``.mhd`` + data file) the header is moved last.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise InvalidInput(f"{path} already exists; choose another name or pass overwrite (--overwrite).")
+    if not path.parent.is_dir():
+        raise InvalidInput(f"Cannot write {path}: the folder {path.parent} does not exist.")
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        tmp = tmpdir / path.name
-        sitk.WriteImage(out, str(tmp), useCompression=use_compression)
+        write(tmpdir / path.name)
         written = sorted(tmpdir.iterdir(), key=lambda f: f.name == path.name)  # header last
         for f in written:
             target = path.parent / f.name
             if target != path and target.exists() and not overwrite:
                 raise InvalidInput(f"{target} already exists; choose another name or pass overwrite.")
-            os.replace(f, target)
+        for f in written:
+            os.replace(f, path.parent / f.name)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
-    log.info("wrote %s (%s, %s)", path, fmt.value, out.GetPixelIDTypeAsString())
     return path
 
 
