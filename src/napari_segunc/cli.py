@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import __version__
-from .errors import SegUncError
+from .errors import InvalidInput, SegUncError
 
 __all__ = ["build_parser", "main"]
 
@@ -91,6 +91,55 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_labels(text: str | None) -> dict[str, int] | None:
+    """``name=value,name=value`` or the path of a JSON file ``{"liver": 1, ...}`` (e.g. a phantom's labels.json)."""
+    if not text:
+        return None
+    from pathlib import Path
+
+    if text.endswith(".json") or Path(text).is_file():
+        try:
+            mapping = json.loads(Path(text).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"{text} is not a readable JSON labels file ({exc}).") from None
+        return {str(k): int(v) for k, v in mapping.items()}
+    labels = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not value.strip().lstrip("-").isdigit():
+            raise InvalidInput(
+                f"--labels expects name=value pairs separated by commas (liver=1,spleen=4), got '{item}'."
+            )
+        labels[name.strip()] = int(value)
+    return labels
+
+
+def _print_progress(report) -> None:
+    width = 30
+    filled = int(width * report.fraction)
+    end = "\n" if report.step >= report.total or not sys.stderr.isatty() else "\r"
+    print(f"[{'#' * filled}{'.' * (width - filled)}] {report.step}/{report.total} {report.message}",
+          file=sys.stderr, end=end, flush=True)  # fmt: skip
+
+
+def _cmd_uncertainty(args: argparse.Namespace) -> int:
+    from .io import read_volume
+    from .progress import run_job
+    from .uncertainty.pipeline import ensemble_job, output_folder, parse_member_specs, write_ensemble_outputs
+
+    specs = parse_member_specs(args.member or (), args.group or ())
+    reference = read_volume(args.reference) if args.reference else None
+    labels = parse_labels(args.labels)
+    job = ensemble_job(specs, reference=reference, trust_pickle=args.trust_pickle, renormalize=args.renormalize)
+    acc, grid = run_job(job, None if args.quiet else _print_progress)
+    for group in acc.groups:
+        maps = acc.result(group, normalized=args.normalized)
+        folder = output_folder(args.out, group)
+        write_ensemble_outputs(maps, grid, folder, labels=labels, quantile=args.top_q, overwrite=args.overwrite)
+        print(f"{group:12s} {maps.n_members} member(s) → {folder}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -98,7 +147,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``segunc`` argument parser (sub-commands: info, convert, phantom, demo)."""
+    """The ``segunc`` argument parser (sub-commands: info, convert, phantom, uncertainty, demo)."""
     parser = argparse.ArgumentParser(
         prog="segunc",
         description="Review medical image segmentation with its uncertainty (napari-segunc).",
@@ -127,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raters", type=int, default=3, help="number of simulated raters (default 3)")
     p.add_argument("--overwrite", action="store_true", help="replace files already in OUT_DIR")
     p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("uncertainty", help="ensemble uncertainty maps from members' class probabilities")
+    p.add_argument("--member", action="append", metavar="P", help="member probabilities (.npz or 4D .nii.gz)")
+    p.add_argument("--group", action="append", metavar="NAME:P", help="member in a named group (repeatable)")
+    p.add_argument("--reference", metavar="IMAGE", help="image the probabilities belong to (geometry of outputs)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (a sub-folder per group)")
+    p.add_argument("--normalized", action="store_true", help="divide entropies and MI by ln C (range 0..1)")
+    p.add_argument("--renormalize", action="store_true", help="rescale probabilities that do not sum to 1")
+    p.add_argument("--labels", help="name=value,… or a labels.json, to name structures in regions.csv")
+    p.add_argument("--top-q", type=float, default=0.99, help="review regions: voxels above this entropy quantile")
+    p.add_argument("--trust-pickle", action="store_true", help="read nnU-Net .pkl geometry (unpickling runs code)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_uncertainty)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")

@@ -181,3 +181,16 @@ def test_shape_mismatch_and_bad_arguments():
         acc.result("x")
     with pytest.raises(InvalidInput, match="No ensemble member"):
         EnsembleAccumulator().result()
+
+
+def test_vote_counters_widen_beyond_255_members():
+    p = np.zeros((2, 1, 1, 1), np.float32)
+    p[1] = 1.0
+    q = 1.0 - p
+    acc = EnsembleAccumulator()
+    for i in range(300):
+        acc.add(p if i < 200 else q, name=str(i))
+    r = acc.result()
+    assert r.segmentation[0, 0, 0] == 1
+    np.testing.assert_allclose(r.member_disagreement, 100 / 300, rtol=1e-6)
+    np.testing.assert_allclose(r.mean_probabilities[:, 0, 0, 0], [100 / 300, 200 / 300], rtol=1e-5)

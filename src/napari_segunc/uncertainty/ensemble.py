@@ -197,6 +197,10 @@ class EnsembleAccumulator:
         created = [t for t in targets if t not in self._sums]
         for t in created:
             self._sums[t] = self._allocate(p.shape)
+        for t in targets:  # vote counters start as uint8 (a quarter of a float32 member) and widen when needed
+            s = self._sums[t]
+            if len(s.members) >= np.iinfo(s.votes.dtype).max:
+                s.votes = s.votes.astype(np.uint32)
         flat = p.reshape(p.shape[0], -1)
         check, accumulate, _ = self._kernels
         done = 0
@@ -228,7 +232,7 @@ class EnsembleAccumulator:
             sum_p=np.zeros((c, v), np.float32),
             sum_sq=np.zeros((c, v), np.float32),
             sum_ent=np.zeros(v, np.float32),
-            votes=np.zeros((c, v), np.uint16),
+            votes=np.zeros((c, v), np.uint8),
             members=[],
         )
 

@@ -1,0 +1,108 @@
+"""napari layer data for uncertainty results, as plain ``(data, kwargs, layer_type)`` tuples.
+
+No napari import: widgets and the npe2 reader pass these tuples to ``viewer.add_layer``-style calls
+(``viewer._add_layer_from_data(*t)`` or ``Layer.create(*t)``), so the Review widgets only wire them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..volume import Volume
+from .ensemble import SCALAR_MAPS, EnsembleMaps
+
+__all__ = ["COLORMAPS", "ensemble_layers", "map_layer", "segmentation_layer"]
+
+LayerData = tuple[np.ndarray, dict[str, Any], str]
+
+#: Perceptually uniform colormaps per map (napari names).
+COLORMAPS = {
+    "entropy": "inferno",
+    "expected_entropy": "viridis",
+    "mutual_information": "magma",
+    "mean_variance": "cividis",
+    "max_prob_uncertainty": "plasma",
+    "member_disagreement": "turbo",
+    "vote_entropy": "inferno",
+}
+
+_TITLES = {
+    "entropy": "predictive entropy",
+    "expected_entropy": "expected entropy (aleatoric)",
+    "mutual_information": "mutual information (epistemic)",
+    "mean_variance": "member variance",
+    "max_prob_uncertainty": "1 − max probability",
+    "member_disagreement": "member disagreement",
+    "vote_entropy": "rater vote entropy",
+}
+
+
+def _limits(name: str, data: np.ndarray, n_classes: int, normalized: bool) -> tuple[float, float]:
+    """Contrast limits with a meaning: the theoretical range of each map, in nats unless `normalized`."""
+    top = 1.0 if normalized else math.log(n_classes)
+    if name in ("entropy", "expected_entropy", "vote_entropy"):
+        return 0.0, top
+    if name == "mutual_information":  # rarely near its bound: show up to the 99.9th percentile, at most ln C
+        finite = data[np.isfinite(data)]
+        hi = float(np.quantile(finite, 0.999)) if finite.size else top
+        return 0.0, min(top, max(hi, 1e-3 * top))
+    if name == "mean_variance":
+        return 0.0, 0.25  # p(1 − p) ≤ 1/4
+    if name == "max_prob_uncertainty":
+        return 0.0, 1.0 - 1.0 / n_classes
+    return 0.0, 1.0
+
+
+def map_layer(
+    name: str, data: np.ndarray, grid: Volume, *, n_classes: int, normalized: bool = False, prefix: str = ""
+) -> LayerData:
+    """One uncertainty map as an additive image layer over the CT, in mm world coordinates."""
+    kwargs = grid.napari_kwargs()
+    unit = "normalised" if normalized else "nats"
+    title = _TITLES.get(name, name.replace("_", " "))
+    kwargs.update(
+        name=f"{prefix}{title}",
+        colormap=COLORMAPS.get(name, "inferno"),
+        contrast_limits=_limits(name, data, n_classes, normalized),
+        blending="additive",
+        opacity=0.7,
+    )
+    kwargs["metadata"] = {**kwargs["metadata"], "segunc_map": name, "segunc_unit": unit}
+    return data, kwargs, "image"
+
+
+def segmentation_layer(
+    data: np.ndarray, grid: Volume, *, name: str = "segmentation", labels: Mapping[str, int] | None = None
+) -> LayerData:
+    """A label map as a labels layer (names of the labels kept in metadata for the widgets' tables)."""
+    kwargs = grid.napari_kwargs()
+    kwargs.update(name=name, opacity=0.5)
+    kwargs["metadata"] = {**kwargs["metadata"], "segunc_labels": dict(labels or {})}
+    return data, kwargs, "labels"
+
+
+def ensemble_layers(
+    maps: EnsembleMaps,
+    grid: Volume,
+    *,
+    which: Iterable[str] = ("entropy", "expected_entropy", "mutual_information"),
+    labels: Mapping[str, int] | None = None,
+    with_segmentation: bool = True,
+) -> list[LayerData]:
+    """Segmentation + the chosen scalar maps of one ensemble group; names carry the group when it is not 'all'."""
+    prefix = "" if maps.group == "all" else f"{maps.group}: "
+    layers = []
+    if with_segmentation:
+        layers.append(segmentation_layer(maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels))
+    for name in which:
+        if name not in SCALAR_MAPS:
+            raise ValueError(f"Unknown map '{name}'; choose from {', '.join(SCALAR_MAPS)}.")
+        layers.append(
+            map_layer(name, getattr(maps, name), grid, n_classes=maps.n_classes, normalized=maps.normalized,
+                      prefix=prefix)
+        )  # fmt: skip
+    return layers

@@ -1,0 +1,109 @@
+"""From probability files on disk to written uncertainty maps: the job behind ``segunc uncertainty``."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Generator, Mapping, Sequence
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..io import read_probabilities, write_probabilities, write_volume
+from ..progress import Progress
+from ..volume import Volume, VolumeKind
+from .ensemble import ALL_MEMBERS, SCALAR_MAPS, EnsembleAccumulator, EnsembleMaps
+
+__all__ = ["MemberSpec", "ensemble_job", "output_folder", "parse_member_specs", "write_ensemble_outputs"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberSpec:
+    """One ensemble member on disk: its probability file, a name, and an optional group."""
+
+    path: str
+    name: str
+    group: str | None = None
+
+
+def parse_member_specs(members: Sequence[str] = (), groups: Sequence[str] = ()) -> list[MemberSpec]:
+    """``--member P`` and ``--group NAME:P`` arguments → member specs (names are the paths as given)."""
+    specs = [MemberSpec(path=p, name=p) for p in members]
+    for g in groups:
+        name, sep, path = g.partition(":")
+        if not sep or not name or not path:
+            raise InvalidInput(f"--group expects NAME:PATH (e.g. rater1:preds/case1_r1s1.npz), got '{g}'.")
+        specs.append(MemberSpec(path=path, name=path, group=name))
+    if not specs:
+        raise InvalidInput("Give at least one ensemble member (--member P or --group NAME:P).")
+    return specs
+
+
+def ensemble_job(
+    specs: Sequence[MemberSpec],
+    *,
+    reference: Volume | None = None,
+    trust_pickle: bool = False,
+    renormalize: bool = False,
+) -> Generator[Progress, None, tuple[EnsembleAccumulator, Volume]]:
+    """Stream members from disk into an accumulator, one at a time; yields progress; returns (accumulator, grid).
+
+    Stop it between members by closing the generator (``job.close()``).
+    """
+    acc = EnsembleAccumulator(renormalize=renormalize)
+    grid = reference
+    for i, spec in enumerate(specs, start=1):
+        yield Progress(i - 1, len(specs), f"reading member {i}/{len(specs)}: {spec.name}")
+        pm = read_probabilities(spec.path, reference=reference, trust_pickle=trust_pickle)
+        acc.add(pm.data, name=spec.name, group=spec.group, grid=pm.grid)
+        if grid is None:
+            grid = pm.grid
+        del pm
+    yield Progress(len(specs), len(specs), "all members added")
+    return acc, grid
+
+
+def write_ensemble_outputs(
+    maps: EnsembleMaps,
+    grid: Volume,
+    out_dir: str | Path,
+    *,
+    labels: Mapping[str, int] | None = None,
+    quantile: float = 0.99,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """Write one group's maps in the grid's source geometry, plus ``regions.csv`` ranked by predictive entropy."""
+    from .regions import find_regions, write_regions_csv
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "mean_probabilities": write_probabilities(
+            maps.mean_probabilities, grid, out / "mean_probabilities.nii.gz", overwrite=overwrite
+        ),
+        "variance": write_probabilities(maps.variance, grid, out / "variance.nii.gz", overwrite=overwrite),
+        "segmentation": write_volume(
+            grid.with_data(maps.segmentation, kind=VolumeKind.LABELS, name="segmentation"),
+            out / "segmentation.nii.gz",
+            overwrite=overwrite,
+        ),
+    }
+    for name in SCALAR_MAPS:
+        written[name] = write_volume(
+            grid.with_data(getattr(maps, name), kind=VolumeKind.FLOAT_MAP, name=name),
+            out / f"{name}.nii.gz",
+            overwrite=overwrite,
+        )
+    regions = find_regions(
+        maps.entropy, spacing=grid.spacing, origin=grid.origin, quantile=quantile,
+        segmentation=maps.segmentation, labels=labels,
+    )  # fmt: skip
+    written["regions"] = write_regions_csv(regions, out / "regions.csv", overwrite=overwrite)
+    log.info("group %s: %d members, %d review regions → %s", maps.group, maps.n_members, len(regions), out)
+    return written
+
+
+def output_folder(out_dir: str | Path, group: str) -> Path:
+    """Where a group's maps go: the top folder for every member, a sub-folder per group."""
+    return Path(out_dir) if group == ALL_MEMBERS else Path(out_dir) / group
