@@ -78,8 +78,16 @@ def test_numba_kernels_equal_numpy_twins():
     bad[1, 10:15] = 1.5
     bad[:, 20:22] *= 0.5
     for renorm in (False, True):
-        assert K.check_member(bad, 1e-3, renorm) == K.check_member_numpy(bad, 1e-3, renorm)
-    assert K.check_member(bad, 1e-3, False) == (7, 5, 2)
+        out = []
+        for kernel in (K.accumulate, K.accumulate_numpy):
+            sums = (np.zeros((3, bad.shape[1]), np.float32), np.zeros((3, bad.shape[1]), np.float32),
+                    np.zeros(bad.shape[1], np.float32), np.zeros((3, bad.shape[1]), np.uint8))  # fmt: skip
+            counts = kernel(bad, 1e-3, renorm, 1, *sums)
+            out.append((counts, sums))
+        assert out[0][0] == out[1][0] == ((7, 5, 0) if renorm else (7, 5, 2))
+        for a, b in zip(out[0][1], out[1][1], strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+        assert out[0][1][0][:, :7].sum() == 0  # invalid voxels are skipped, not added
 
 
 def test_groups_in_one_pass():

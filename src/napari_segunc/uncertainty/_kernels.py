@@ -1,7 +1,8 @@
 """numba kernels of the streaming ensemble accumulator, each with a plain-numpy twin (tests compare them).
 
-All kernels work on flattened chunks: probabilities ``p`` of shape (C, N) for N voxels. ``sign`` = +1 adds a
-member, −1 removes it again (used to roll back a member that fails validation half-way).
+Kernels work on flattened chunks: probabilities ``p`` of shape (C, N) for N voxels (any strides, float32).
+`accumulate` validates each voxel and adds only valid ones, returning how many were not; ``sign`` = −1 removes a
+chunk again with exactly the same voxel selection (used to roll back a member that fails validation half-way).
 """
 
 from __future__ import annotations
@@ -9,23 +10,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = [
-    "accumulate",
-    "accumulate_numpy",
-    "check_member",
-    "check_member_numpy",
-    "finalize",
-    "finalize_numpy",
-]
-
-# check_member status codes
-OK, NOT_FINITE, OUT_OF_RANGE, NOT_NORMALISED = 0, 1, 2, 3
+__all__ = ["accumulate", "accumulate_numpy", "finalize", "finalize_numpy"]
 
 
 @njit(cache=True, parallel=True)
-def check_member(p, atol, renormalize):  # pragma: no cover - compiled
-    """Count voxels with a non-finite value, a value outside [0, 1], or a class sum off 1 by more than `atol`
-    (with `renormalize`, only a sum of 0 counts: it cannot be rescaled).
+def accumulate(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pragma: no cover - compiled
+    """Add (sign=+1) or remove (sign=−1) one member chunk to the running sums, voxel by voxel.
+
+    A voxel is invalid when a value is not finite, lies outside [0, 1], or the class sum is off 1 by more than
+    `atol` (with `renormalize`: when the sum is 0, since it cannot be rescaled); invalid voxels are skipped.
+
+    sum_p, sum_sq : (C, N) float32 — Σ p and Σ p²; sum_ent : (N,) float32 — Σ H(p_m) in nats;
+    votes : (C, N) unsigned — members whose argmax is c (first maximum wins ties, as numpy.argmax).
 
     Returns ``(n_not_finite, n_out_of_range, n_not_normalised)``.
     """
@@ -46,44 +42,19 @@ def check_member(p, atol, renormalize):  # pragma: no cover - compiled
             s += x
         if not finite:
             bad_finite += 1
-        elif not in_range:
+            continue
+        if not in_range:
             bad_range += 1
-        elif (renormalize and s <= 0.0) or (not renormalize and abs(s - 1.0) > atol):
+            continue
+        if (renormalize and s <= 0.0) or (not renormalize and abs(s - 1.0) > atol):
             bad_sum += 1
-    return bad_finite, bad_range, bad_sum
-
-
-def check_member_numpy(p, atol, renormalize):
-    p = p.astype(np.float64)
-    finite = np.isfinite(p).all(axis=0)
-    with np.errstate(invalid="ignore"):
-        in_range = ((p >= 0) & (p <= 1)).all(axis=0) | ~finite
-    s = p.sum(axis=0)
-    off = (s <= 0) if renormalize else (np.abs(s - 1.0) > atol)
-    return int((~finite).sum()), int((finite & ~in_range).sum()), int((finite & in_range & off).sum())
-
-
-@njit(cache=True, parallel=True)
-def accumulate(p, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pragma: no cover - compiled
-    """Add (sign=+1) or remove (sign=−1) one member chunk to the running sums.
-
-    sum_p, sum_sq : (C, N) float32 — Σ p and Σ p²; sum_ent : (N,) float32 — Σ H(p_m) in nats;
-    votes : (C, N) integer — number of members whose argmax is c (first maximum wins ties, as numpy.argmax).
-    """
-    n_classes, n = p.shape
-    for v in prange(n):
-        s = 1.0
-        if renormalize:
-            s = 0.0
-            for c in range(n_classes):
-                s += np.float64(p[c, v])
-            if s <= 0.0:
-                s = 1.0
+            continue
+        scale = 1.0 / s if renormalize else 1.0
         ent = 0.0
         best = 0
         best_val = -1.0
         for c in range(n_classes):
-            x = np.float64(p[c, v]) / s
+            x = np.float64(p[c, v]) * scale
             sum_p[c, v] += np.float32(sign * x)
             sum_sq[c, v] += np.float32(sign * x * x)
             if x > 0.0:
@@ -93,28 +64,36 @@ def accumulate(p, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pragma: 
                 best = c
         sum_ent[v] += np.float32(sign * ent)
         votes[best, v] += sign
+    return bad_finite, bad_range, bad_sum
 
 
-def accumulate_numpy(p, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
+def accumulate_numpy(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
     x = p.astype(np.float64)
+    finite = np.isfinite(x).all(axis=0)
+    with np.errstate(invalid="ignore"):
+        in_range = ((x >= 0) & (x <= 1)).all(axis=0)
+    s = x.sum(axis=0)
+    normalised = (s > 0) if renormalize else (np.abs(s - 1.0) <= atol)
+    ok = finite & in_range & normalised
+    counts = (int((~finite).sum()), int((finite & ~in_range).sum()), int((finite & in_range & ~normalised).sum()))
+    x = x[:, ok]
     if renormalize:
-        s = x.sum(axis=0)
-        s[s <= 0] = 1.0
-        x = x / s
-    sum_p += (sign * x).astype(np.float32)
-    sum_sq += (sign * x * x).astype(np.float32)
+        x = x / s[ok]
+    sum_p[:, ok] += (sign * x).astype(np.float32)
+    sum_sq[:, ok] += (sign * x * x).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
-    sum_ent += (sign * -plogp.sum(axis=0)).astype(np.float32)
+    sum_ent[ok] += (sign * -plogp.sum(axis=0)).astype(np.float32)
     best = np.argmax(x, axis=0)
-    np.add.at(votes, (best, np.arange(x.shape[1])), np.asarray(sign).astype(votes.dtype))  # -1 wraps, exactly
+    np.add.at(votes, (best, np.flatnonzero(ok)), np.asarray(sign).astype(votes.dtype))  # −1 wraps, exactly
+    return counts
 
 
 @njit(cache=True, parallel=True)
 def finalize(
     sum_p, sum_sq, sum_ent, votes, n_members, mean_p, var, entropy, expected, mi, mean_var, maxp_unc, disagreement, seg
 ):  # pragma: no cover - compiled
-    """Turn running sums into maps (all in nats); outputs are preallocated, inputs may alias mean_p / var."""
+    """Turn running sums into maps (all in nats) written into the preallocated outputs."""
     n_classes, n = sum_p.shape
     inv = 1.0 / n_members
     for v in prange(n):

@@ -124,11 +124,7 @@ class EnsembleAccumulator:
         self.atol = float(atol)
         self.renormalize = bool(renormalize)
         self.chunk_voxels = int(chunk_voxels)
-        self._kernels = (
-            (K.check_member, K.accumulate, K.finalize)
-            if use_numba
-            else (K.check_member_numpy, K.accumulate_numpy, K.finalize_numpy)
-        )
+        self._kernels = (K.accumulate, K.finalize) if use_numba else (K.accumulate_numpy, K.finalize_numpy)
         self._shape: tuple[int, ...] | None = None
         self._grid: Volume | None = None
         self._sums: dict[str, _Sums] = {}
@@ -202,23 +198,23 @@ class EnsembleAccumulator:
             if len(s.members) >= np.iinfo(s.votes.dtype).max:
                 s.votes = s.votes.astype(np.uint32)
         flat = p.reshape(p.shape[0], -1)
-        check, accumulate, _ = self._kernels
-        done = 0
+        accumulate = self._kernels[0]
+        done = {t: 0 for t in targets}  # voxels of this member already added to each target
         try:
             for start in range(0, flat.shape[1], self.chunk_voxels):
-                chunk = np.ascontiguousarray(flat[:, start : start + self.chunk_voxels], dtype=np.float32)
-                n_nan, n_range, n_sum = check(chunk, self.atol, self.renormalize)
-                if n_nan or n_range or n_sum:
-                    raise InvalidInput(self._describe(name, flat, n_nan, n_range, n_sum, start))
+                chunk = self._chunk(flat, start)
+                end = start + chunk.shape[1]
                 for t in targets:
                     s = self._sums[t]
-                    sl = slice(start, start + chunk.shape[1])
-                    accumulate(
-                        chunk, self.renormalize, 1, s.sum_p[:, sl], s.sum_sq[:, sl], s.sum_ent[sl], s.votes[:, sl]
-                    )
-                done = start + chunk.shape[1]
+                    bad = accumulate(
+                        chunk, self.atol, self.renormalize, 1, s.sum_p[:, start:end], s.sum_sq[:, start:end],
+                        s.sum_ent[start:end], s.votes[:, start:end],
+                    )  # fmt: skip
+                    done[t] = end
+                    if any(bad):
+                        raise InvalidInput(self._describe(name, chunk, *bad))
         except BaseException:
-            self._rollback(flat, done, targets, created)
+            self._rollback(flat, done, created)
             raise
         for t in targets:
             self._sums[t].members.append(name)
@@ -236,21 +232,28 @@ class EnsembleAccumulator:
             members=[],
         )
 
-    def _rollback(self, flat: np.ndarray, done: int, targets: list[str], created: list[str]) -> None:
-        """Undo the chunks of a failed member that were already added (exact for counts, ~1e-7 for sums)."""
-        _, accumulate, _ = self._kernels
-        for t in targets:
+    def _chunk(self, flat: np.ndarray, start: int) -> np.ndarray:
+        chunk = flat[:, start : start + self.chunk_voxels]
+        return chunk if chunk.dtype == np.float32 else chunk.astype(np.float32)  # float16: upcast per chunk only
+
+    def _rollback(self, flat: np.ndarray, done: dict[str, int], created: list[str]) -> None:
+        """Undo what a failed member added (the kernel skips the same invalid voxels; counts exact, sums ~1e-7)."""
+        accumulate = self._kernels[0]
+        for t, end in done.items():
             if t in created:
                 del self._sums[t]
                 continue
             s = self._sums[t]
-            for start in range(0, done, self.chunk_voxels):
-                chunk = np.ascontiguousarray(flat[:, start : start + self.chunk_voxels], dtype=np.float32)
-                sl = slice(start, start + chunk.shape[1])
-                accumulate(chunk, self.renormalize, -1, s.sum_p[:, sl], s.sum_sq[:, sl], s.sum_ent[sl], s.votes[:, sl])
+            for start in range(0, end, self.chunk_voxels):
+                chunk = self._chunk(flat, start)
+                stop = start + chunk.shape[1]
+                accumulate(
+                    chunk, self.atol, self.renormalize, -1, s.sum_p[:, start:stop], s.sum_sq[:, start:stop],
+                    s.sum_ent[start:stop], s.votes[:, start:stop],
+                )  # fmt: skip
 
-    def _describe(self, name: str, flat: np.ndarray, n_nan: int, n_range: int, n_sum: int, start: int) -> str:
-        chunk = flat[:, start : start + self.chunk_voxels].astype(np.float64)
+    def _describe(self, name: str, chunk: np.ndarray, n_nan: int, n_range: int, n_sum: int) -> str:
+        chunk = chunk.astype(np.float64)
         if n_nan:
             return (
                 f"Member '{name}' contains NaN or infinite probabilities (at least {n_nan} voxels); "
@@ -290,7 +293,7 @@ class EnsembleAccumulator:
             **{k: np.empty(v, np.float32) for k in ("entropy", "expected", "mi", "mean_var", "maxp", "dis")},
             "seg": np.empty(v, np.uint8 if c <= 256 else np.uint16),
         }
-        self._kernels[2](
+        self._kernels[1](
             s.sum_p, s.sum_sq, s.sum_ent, s.votes, m, out["mean_p"], out["var"], out["entropy"], out["expected"],
             out["mi"], out["mean_var"], out["maxp"], out["dis"], out["seg"],
         )  # fmt: skip

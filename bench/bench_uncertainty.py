@@ -1,0 +1,149 @@
+"""Benchmark: streaming ensemble maps vs the straightforward stacked-numpy version and the memory-bandwidth floor.
+
+M members × C classes of float32 probabilities on a Z×512×512 grid (default 9 × 4 × 300, as the issue asks).
+Members are generated one at a time into a reused buffer (generation is not timed), then:
+
+- streamed   : ``EnsembleAccumulator.add`` for every member + ``result()`` (all maps);
+- read floor : one read of every member (a numba reduction over its values): the memory-bandwidth floor (b);
+- stacked    : the straightforward numpy implementation on the stacked (M, C, V) array (baseline a). At full size
+               the stack alone is M × one member (11 GB for the default), so it runs on ``--stacked-slices`` slices
+               and its time is scaled linearly to the full grid (both numbers printed).
+
+Peak RAM is measured with tracemalloc (numpy reports its buffers to it) during the streamed phase, excluding the
+reused member buffer's generation temporaries, and compared with the size of one float32 member.
+
+Run: ``.venv/bin/python bench/bench_uncertainty.py [--slices 300] [--members 9] [--classes 4]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import time
+import tracemalloc
+
+import numpy as np
+from numba import njit, prange
+
+from napari_segunc.uncertainty import EnsembleAccumulator
+
+
+@njit(cache=True, parallel=True)
+def _read_all(p):
+    """Touch every value once (sum): the cheapest possible pass over a member."""
+    n_classes, n = p.shape
+    total = 0.0
+    for v in prange(n):
+        for c in range(n_classes):
+            total += p[c, v]
+    return total
+
+
+def make_member(buf: np.ndarray, seed: int) -> None:
+    """Fill `buf` (C, V) with valid probabilities, slab by slab (softmax of smooth-ish random logits)."""
+    rng = np.random.default_rng(seed)
+    c, v = buf.shape
+    step = 1 << 22
+    for start in range(0, v, step):
+        logits = rng.standard_normal((c, min(step, v - start)), dtype=np.float32) * 2.0
+        logits[0] += 3.0  # mostly background, as in CT
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=0, keepdims=True)
+        buf[:, start : start + logits.shape[1]] = logits
+
+
+def stacked_numpy(members: np.ndarray) -> dict[str, np.ndarray]:
+    """Baseline (a): what one writes first, on the stacked (M, C, V) array."""
+    mean = members.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.nansum(mean * np.log(mean), axis=0)
+        member_h = -np.nansum(members * np.log(members), axis=1)
+    expected = member_h.mean(axis=0)
+    seg = mean.argmax(axis=0)
+    return {
+        "entropy": h,
+        "expected_entropy": expected,
+        "mutual_information": np.clip(h - expected, 0, None),
+        "variance": members.var(axis=0),
+        "max_prob_uncertainty": 1 - mean.max(axis=0),
+        "member_disagreement": (members.argmax(axis=1) != seg).mean(axis=0),
+        "segmentation": seg,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--members", type=int, default=9)
+    ap.add_argument("--classes", type=int, default=4)
+    ap.add_argument("--stacked-slices", type=int, default=30, help="slices for the stacked baseline")
+    args = ap.parse_args()
+    m, c = args.members, args.classes
+    shape = (args.slices, args.size, args.size)
+    v = math.prod(shape)
+    member_bytes = c * v * 4
+    print(f"grid {shape}, {m} members × {c} classes, one float32 member = {member_bytes / 2**30:.2f} GiB")
+
+    buf = np.empty((c, v), np.float32)
+    _read_all(buf[:, :10])  # compile outside the timings
+    warm = EnsembleAccumulator()
+    warm.add(np.full((c, 2, 2, 2), 1.0 / c, np.float32), name="warm-up")
+    warm.result()
+
+    # --- streamed + read floor
+    acc = EnsembleAccumulator()
+    t_stream = t_read = 0.0
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    peak = 0
+    for i in range(m):
+        tracemalloc.stop()
+        make_member(buf, seed=i)
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        _read_all(buf)
+        t1 = time.perf_counter()
+        acc.add(buf.reshape(c, *shape), name=f"m{i}")
+        t2 = time.perf_counter()
+        t_read += t1 - t0
+        t_stream += t2 - t1
+        peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+        tracemalloc.reset_peak()
+    t0 = time.perf_counter()
+    maps = acc.result()
+    t_final = time.perf_counter() - t0
+    peak_final = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    # The member buffer (one member) is alive throughout: add it to the measured accumulator memory.
+    peak_stream = peak + member_bytes
+    peak_all = max(peak_stream, peak_final + member_bytes)
+    t_total = t_stream + t_final
+    print(f"streamed   : {t_stream:7.2f} s adding + {t_final:5.2f} s maps = {t_total:7.2f} s")
+    print(f"read floor : {t_read:7.2f} s  (one pass over every member)")
+    print(f"peak RAM   : {peak_stream / 2**30:5.2f} GiB while streaming = {peak_stream / member_bytes:4.2f}× one member; "
+          f"{peak_all / 2**30:5.2f} GiB with all output maps = {peak_all / member_bytes:4.2f}×")
+    del acc, maps
+    gc.collect()
+
+    # --- stacked baseline on a slab, scaled
+    zs = min(args.stacked_slices, args.slices)
+    vs = zs * args.size * args.size
+    stack = np.empty((m, c, vs), np.float32)
+    for i in range(m):
+        make_member(buf, seed=i)
+        stack[i] = buf[:, :vs]
+    t0 = time.perf_counter()
+    stacked_numpy(stack)
+    t_stack_slab = time.perf_counter() - t0
+    t_stack = t_stack_slab * args.slices / zs
+    print(f"stacked    : {t_stack_slab:7.2f} s on {zs} slices → {t_stack:7.2f} s scaled to {args.slices} slices "
+          f"(needs {m * member_bytes / 2**30:.1f} GiB for the stack alone)")
+    print(f"ratios     : stacked / streamed = {t_stack / t_total:5.1f}× (goal ≥ 10×); "
+          f"streamed / read floor = {t_total / t_read:4.2f}× (goal ≤ 2×); "
+          f"peak = {peak_stream / member_bytes:4.2f}× one member (goal ≤ 3×)")
+
+
+if __name__ == "__main__":
+    main()
