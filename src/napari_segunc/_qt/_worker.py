@@ -1,0 +1,102 @@
+"""Thin helpers that run the package's long jobs in napari workers and keep the GUI responsive.
+
+The GUI thread never reads files or computes: a widget hands a function (or a generator that yields progress)
+to `start_worker`, which disables the widget's inputs, starts a napari worker thread, re-enables the inputs on
+``finished`` whatever happened, and reports errors through ``on_error`` (by default a napari notification).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import QWidget
+
+from ..errors import SegUncError
+
+__all__ = ["error_message", "set_enabled", "start_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def error_message(exc: BaseException) -> str:
+    """Text shown to the user: the message alone for the package's own errors, the type name otherwise."""
+    if isinstance(exc, SegUncError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def set_enabled(widgets: Iterable[QWidget], enabled: bool) -> None:
+    """Enable or disable every widget (inputs are disabled while a worker runs)."""
+    for w in widgets:
+        w.setEnabled(enabled)
+
+
+def start_worker(
+    func: Callable[..., Any],
+    *args: Any,
+    inputs: Iterable[QWidget] = (),
+    on_returned: Callable[[Any], None] | None = None,
+    on_yielded: Callable[[Any], None] | None = None,
+    on_error: Callable[[str], None] | None = None,
+    on_finished: Callable[[], None] | None = None,
+    description: str | None = None,
+    **kwargs: Any,
+):
+    """Run ``func(*args, **kwargs)`` in a napari worker thread.
+
+    Parameters
+    ----------
+    func : callable
+        Plain function, or generator function that yields progress (it can then be stopped between yields
+        with ``worker.quit()``).
+    inputs : iterable of QWidget
+        Disabled while the worker runs, re-enabled on ``finished`` (also after an error or a cancel).
+    on_returned, on_yielded : callable, optional
+        Connected to the worker's ``returned``/``yielded`` signals (run on the GUI thread).
+    on_error : callable, optional
+        Called with the message of an exception raised in the worker; `napari.utils.notifications.show_error`
+        by default. The exception never reaches the Qt event loop.
+    on_finished : callable, optional
+        Called last, after the inputs were re-enabled.
+    description : str, optional
+        Text of napari's activity progress bar.
+
+    Returns
+    -------
+    WorkerBase
+        The started worker.
+    """
+    inputs = list(inputs)
+    report = on_error or show_error
+
+    def _errored(exc: BaseException) -> None:
+        if not isinstance(exc, SegUncError):
+            log.error("worker %s failed", getattr(func, "__name__", func), exc_info=exc)
+        report(error_message(exc))
+
+    def _finished() -> None:
+        set_enabled(inputs, True)
+        if on_finished is not None:
+            on_finished()
+
+    worker = create_worker(
+        func,
+        *args,
+        _start_thread=False,
+        _ignore_errors=True,
+        _progress={"desc": description} if description else None,
+        **kwargs,
+    )
+    worker.errored.connect(_errored)
+    if on_returned is not None:
+        worker.returned.connect(on_returned)
+    if on_yielded is not None and hasattr(worker, "yielded"):
+        worker.yielded.connect(on_yielded)
+    worker.finished.connect(_finished)
+    set_enabled(inputs, False)
+    worker.start()
+    return worker

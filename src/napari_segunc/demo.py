@@ -1,0 +1,186 @@
+"""``segunc demo``: the phantom study in napari, on a desktop or headless (a screenshot PNG under Xvfb).
+
+With a display (``DISPLAY`` or ``WAYLAND_DISPLAY`` set) the viewer opens and stays until it is closed. Without
+one, the demo re-runs itself under ``xvfb-run`` (a virtual X server with software OpenGL, see docs/HEADLESS.md),
+draws the study off screen, saves a screenshot and exits. napari and Qt are imported inside functions only, so
+importing this module (and the CLI) stays Qt-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import InvalidInput
+from .io import versioned_path
+
+__all__ = ["run_demo"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCREENSHOT = "demo_screenshot.png"
+XVFB_SCREEN = "-screen 0 1280x1024x24"
+_HEADLESS_ENV = "SEGUNC_DEMO_HEADLESS"  # set in the xvfb-run child: draw, save the screenshot, exit
+
+
+def _has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def run_demo(
+    *, out_dir: str | os.PathLike = "demo_data", screenshot: str | os.PathLike | None = None, seed: int = 0
+) -> int:
+    """Write the phantom study (once) and show it in napari with the Open study widget.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        Folder for the study's files (image, truth, rater maps). Files already there are reused, never rewritten.
+    screenshot : path-like, optional
+        PNG to save of the canvas. Headless runs always save one (default ``demo_screenshot.png`` in the current
+        folder); an existing file is never replaced: ``name_v2.png``, ``name_v3.png``... are used instead.
+    seed : int
+        Phantom seed.
+
+    Returns
+    -------
+    int
+        Exit code: 0 on success, 2 when there is no display and ``xvfb-run`` is not installed.
+    """
+    headless_child = os.environ.get(_HEADLESS_ENV) == "1"
+    if not headless_child and not _has_display():
+        return _rerun_under_xvfb(out_dir=out_dir, screenshot=screenshot, seed=seed)
+    image_path, rater_paths = _study_files(Path(out_dir), seed)
+    return _show(image_path, rater_paths, screenshot=screenshot, interactive=not headless_child)
+
+
+def _rerun_under_xvfb(*, out_dir, screenshot, seed: int) -> int:
+    xvfb_run = shutil.which("xvfb-run")
+    if xvfb_run is None:
+        print(
+            "segunc demo: no display (DISPLAY/WAYLAND_DISPLAY unset) and xvfb-run is not installed. Install it "
+            "(Debian/Ubuntu: apt-get install xvfb xauth, plus the Qt xcb libraries listed in docs/HEADLESS.md) "
+            "or run the demo on a desktop.",
+            file=sys.stderr,
+        )
+        return 2
+    shot = versioned_path(Path(screenshot or DEFAULT_SCREENSHOT).expanduser().resolve())
+    env = dict(os.environ, **{_HEADLESS_ENV: "1"})
+    if env.get("QT_QPA_PLATFORM") == "offscreen":  # cannot draw the OpenGL canvas; Xvfb's xcb can
+        env.pop("QT_QPA_PLATFORM")
+    cmd = [xvfb_run, "-a", "-s", XVFB_SCREEN, sys.executable, "-m", "napari_segunc.demo"]
+    cmd += ["--out-dir", str(Path(out_dir).expanduser().resolve()), "--screenshot", str(shot), "--seed", str(seed)]
+    log.info("no display: running the demo under %s", " ".join(cmd))
+    return subprocess.call(cmd, env=env)
+
+
+def _study_files(out_dir: Path, seed: int) -> tuple[Path, list[Path]]:
+    """Paths of the phantom's image and rater maps in `out_dir`, writing the study there when it is not yet."""
+    from .phantom import make_phantom, write_phantom
+
+    study = make_phantom(seed=seed)
+    # write_phantom's file names: image.nii.gz, truth.nii.gz, rater_<k>.nii.gz, labels.json
+    expected = {name: out_dir / f"{name}.nii.gz" for name in ("image", "truth", *(r.name for r in study.raters))}
+    expected["labels"] = out_dir / "labels.json"
+    existing = sorted(p.name for p in expected.values() if p.exists())
+    if len(existing) == len(expected):
+        log.info("using the phantom study already in %s", out_dir)
+        paths = expected
+    elif existing:
+        raise InvalidInput(
+            f"{out_dir} already holds some files of the phantom study ({', '.join(existing)}) but not all; "
+            "choose another --out-dir (files there are never overwritten)."
+        )
+    else:
+        paths = {name: Path(p) for name, p in write_phantom(study, out_dir).items()}
+        print(f"wrote the phantom study (seed {seed}) to {out_dir}")
+    return paths["image"], [paths[r.name] for r in study.raters]
+
+
+def _show(image_path: Path, rater_paths: list[Path], *, screenshot, interactive: bool) -> int:
+    import napari
+
+    from ._qt.open_study import OpenStudyWidget
+    from .io._npe2 import read_layers
+
+    # show=True even headless: under Xvfb the window is invisible, and a hidden canvas renders blank.
+    viewer = napari.Viewer(title="napari-segunc demo: phantom study", show=True)
+    viewer.window.resize(1280, 960)
+    for data, kwargs, layer_type in read_layers([str(image_path), *map(str, rater_paths)]):
+        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+    for layer in viewer.layers[1:]:  # rater maps as outlines: the CT stays visible and disagreement shows
+        layer.contour = 1
+        layer.opacity = 1.0
+    widget = OpenStudyWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Open study", area="right")
+    widget.use_image_layer(viewer.layers[0])
+    _axial_view_on_organs(viewer)
+
+    if screenshot is not None or not interactive:
+        shot = versioned_path(Path(screenshot or DEFAULT_SCREENSHOT).expanduser().resolve())
+        _save_png(viewer.screenshot(canvas_only=True, flash=False), shot)
+        print(f"screenshot saved to {shot}")
+    if interactive:
+        napari.run()
+    else:
+        viewer.close()
+    return 0
+
+
+def _axial_view_on_organs(viewer) -> None:
+    """2D axial view on the slice where the first rater map has the most labelled voxels."""
+    import numpy as np
+    from napari.layers import Labels
+
+    image = viewer.layers[0]
+    viewer.dims.ndisplay = 2
+    labels = [layer for layer in viewer.layers if isinstance(layer, Labels)]
+    k = image.data.shape[0] // 2
+    if labels:
+        counts = np.count_nonzero(np.asarray(labels[0].data).reshape(labels[0].data.shape[0], -1), axis=1)
+        if counts.any():
+            k = int(np.argmax(counts))
+    viewer.dims.set_point(0, float(image.translate[0] + k * image.scale[0]))
+    viewer.reset_view()
+
+
+def _save_png(rgba, path: Path) -> None:
+    """Write atomically (temporary file in the same folder, then rename)."""
+    import imageio.v3 as iio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        iio.imwrite(tmp, rgba)
+        if path.exists():  # appeared meanwhile: never replace it
+            raise InvalidInput(f"{path} appeared while the screenshot was being drawn; run the demo again.")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m napari_segunc.demo`` (what the headless re-run executes)."""
+    parser = argparse.ArgumentParser(prog="python -m napari_segunc.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", default="demo_data")
+    parser.add_argument("--screenshot", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_demo(out_dir=args.out_dir, screenshot=args.screenshot, seed=args.seed)
+    except InvalidInput as exc:
+        print(f"segunc demo: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""napari plugin (npe2) contributions: reader, label-map writer and the phantom sample data.
+
+The manifest (``napari.yaml``) points at the module-level callables here. Layers are in mm world coordinates:
+``scale`` = voxel spacing and ``translate`` = origin, in the canonical LPS ``(z, y, x)`` grid, and
+``layer.metadata["segunc_geometry"]`` holds the grid and the source file's geometry so that label maps drawn or
+computed on an image are written back in that image's exact orientation, spacing, origin and direction.
+
+This module imports neither Qt nor napari: the contributions exchange plain napari ``LayerData`` tuples
+``(data, kwargs, layer_type)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..display import WindowPreset, contrast_limits, default_preset
+from ..errors import GeometryMismatch, InvalidInput
+from ..volume import Volume, VolumeKind
+from .readers import detect_format, list_dicom_series, read_volume
+from .writers import write_volume
+
+__all__ = ["get_reader", "phantom_layers", "phantom_sample", "read_layers", "volume_layer_data", "write_labels"]
+
+log = logging.getLogger(__name__)
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+# ---------------------------------------------------------------------------------------------------- layer data
+def volume_layer_data(volume: Volume, *, preset: WindowPreset | None = None) -> LayerData:
+    """napari ``LayerData`` tuple for a volume: an image layer, or a labels layer for label maps.
+
+    Parameters
+    ----------
+    volume : Volume
+        Canonical volume; its spacing/origin (mm) become the layer's ``scale``/``translate`` and its geometry goes
+        to ``metadata["segunc_geometry"]``.
+    preset : WindowPreset, optional
+        Display window of an image layer; `default_preset` (abdomen for CT, percentile otherwise) when omitted.
+        Only the contrast limits depend on it, never the voxel values.
+
+    Returns
+    -------
+    (data, kwargs, layer_type)
+        ``layer_type`` is ``"labels"`` for `VolumeKind.LABELS`, ``"image"`` otherwise (gray colormap).
+    """
+    kwargs = volume.napari_kwargs()
+    if volume.kind is VolumeKind.LABELS:
+        return (volume.data, kwargs, "labels")
+    preset = default_preset(volume) if preset is None else WindowPreset(preset)
+    kwargs["contrast_limits"] = list(contrast_limits(preset, volume.data))
+    kwargs["colormap"] = "gray"
+    kwargs["metadata"]["segunc_window"] = preset.value
+    return (volume.data, kwargs, "image")
+
+
+# ---------------------------------------------------------------------------------------------------- reader
+def _as_paths(path: Any) -> list[Path] | None:
+    if isinstance(path, str | os.PathLike):
+        return [Path(path)]
+    if isinstance(path, Sequence) and path and all(isinstance(p, str | os.PathLike) for p in path):
+        return [Path(p) for p in path]
+    return None
+
+
+def _file_header_readable(path: Path) -> bool:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()  # RuntimeError when this is not an image ITK understands
+    return reader.GetDimension() >= 3
+
+
+def _can_read(path: Path) -> bool:
+    if path.is_dir():
+        return bool(list_dicom_series(path))
+    if not path.is_file() or detect_format(path) is None:
+        return False
+    return _file_header_readable(path)
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """npe2 reader hook: `read_layers` when every path is a readable 3D file or DICOM folder, else ``None``.
+
+    A file qualifies when its suffix is one of ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``
+    and SimpleITK can read its header; a folder when SimpleITK finds a DICOM series directly in it. Never raises.
+    """
+    try:
+        paths = _as_paths(path)
+        if not paths:
+            return None
+        for p in paths:
+            if not _can_read(p.expanduser()):
+                return None
+    except Exception:  # noqa: BLE001 - a reader hook must never raise; anything odd means "not ours"
+        log.debug("napari-segunc cannot read %r", path, exc_info=True)
+        return None
+    return read_layers
+
+
+def read_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read each file or DICOM folder into one napari layer (image, or labels for integer label maps).
+
+    Raises
+    ------
+    InvalidInput
+        A file cannot be read, or a folder holds several DICOM series (use the "Open study" widget to choose).
+    """
+    paths = _as_paths(path)
+    if not paths:
+        raise InvalidInput(f"Nothing to open in {path!r}.")
+    layers = []
+    for p in paths:
+        p = p.expanduser()
+        if p.is_dir():
+            series = list_dicom_series(p)
+            if len(series) > 1:
+                listing = "; ".join(str(s) for s in series)
+                raise InvalidInput(
+                    f"{p} holds {len(series)} DICOM series ({listing}); open it with Plugins › SegUnc › "
+                    "Open study to choose one."
+                )
+        layers.append(volume_layer_data(read_volume(p)))
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------------- writer
+def _meta_volume(data: Any, meta: dict[str, Any], name: str) -> Volume:
+    data = np.asarray(data)
+    geometry = (meta.get("metadata") or {}).get("segunc_geometry")
+    if geometry:
+        expected = tuple(int(n) for n in geometry.get("shape", data.shape))
+        if tuple(data.shape) != expected:
+            raise GeometryMismatch(
+                f"Label layer '{name}' has shape {data.shape} but the image grid it was made on has {expected}; "
+                "it cannot be written in that image's geometry."
+            )
+        return Volume.from_geometry_dict(data, geometry, kind=VolumeKind.LABELS, name=name)
+    if data.ndim != 3:
+        raise InvalidInput(f"Label layer '{name}' has {data.ndim} dimension(s); only 3D label maps can be saved.")
+    scale = tuple(meta.get("scale") or (1.0, 1.0, 1.0))[-3:]
+    translate = tuple(meta.get("translate") or (0.0, 0.0, 0.0))[-3:]
+    log.warning(
+        "label layer '%s' carries no source geometry; writing it with spacing %s, origin %s and identity "
+        "direction (LPS)",
+        name,
+        scale,
+        translate,
+    )
+    return Volume(data, spacing=scale, origin=translate, kind=VolumeKind.LABELS, name=name)
+
+
+def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """npe2 single-layer writer for labels layers.
+
+    The file gets the source image's exact orientation, spacing, origin and direction when the layer carries
+    ``metadata["segunc_geometry"]`` (layers opened by this plugin, or copied from such a layer); otherwise the
+    layer's ``scale``/``translate`` (mm) with an identity (LPS) direction. An existing file is never replaced.
+
+    Returns
+    -------
+    list of str
+        The file written (napari's writer contract).
+    """
+    name = meta.get("name") or Path(path).name
+    volume = _meta_volume(data, meta, name)
+    written = write_volume(volume, path, overwrite=False)
+    return [str(written)]
+
+
+# ---------------------------------------------------------------------------------------------------- sample data
+def phantom_sample() -> list[LayerData]:
+    """Sample data: the synthetic abdominal CT (abdomen window) and one labels layer per simulated rater."""
+    return phantom_layers(seed=0)[1]
+
+
+def phantom_layers(*, seed: int = 0) -> tuple[Volume, list[LayerData]]:
+    """The phantom study's image volume and its layers: the CT (abdomen window), then ``rater_1``, ``rater_2``..."""
+    from ..phantom import make_phantom
+
+    study = make_phantom(seed=seed)
+    layers = [volume_layer_data(study.image, preset=WindowPreset.ABDOMEN)]
+    for rater in study.raters:
+        if rater.kind is not VolumeKind.LABELS:
+            rater = rater.with_data(rater.data, kind=VolumeKind.LABELS)
+        layers.append(volume_layer_data(rater))
+    return study.image, layers
