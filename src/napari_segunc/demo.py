@@ -14,11 +14,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from .errors import InvalidInput
-from .io import versioned_path
+from .io import atomic_write, versioned_path
 
 __all__ = ["run_demo"]
 
@@ -151,20 +150,11 @@ def _axial_view_on_organs(viewer) -> None:
 
 
 def _save_png(rgba, path: Path) -> None:
-    """Write atomically (temporary file in the same folder, then rename)."""
+    """Write atomically, never over an existing file."""
     import imageio.v3 as iio
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        iio.imwrite(tmp, rgba)
-        if path.exists():  # appeared meanwhile: never replace it
-            raise InvalidInput(f"{path} appeared while the screenshot was being drawn; run the demo again.")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: iio.imwrite(tmp, rgba, extension=".png"), overwrite=False)
 
 
 def main(argv: list[str] | None = None) -> int:
