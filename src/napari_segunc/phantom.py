@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -384,7 +383,7 @@ def write_phantom(study: PhantomStudy, out_dir: str | os.PathLike, *, overwrite:
         ``"image"``, ``"truth"``, ``"rater_1"``... → ``.nii.gz`` files, and ``"labels"`` → ``labels.json``
         (organ name → label value). Every file is written atomically.
     """
-    from .io import write_volume
+    from .io import atomic_write, write_volume
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -402,14 +401,7 @@ def write_phantom(study: PhantomStudy, out_dir: str | os.PathLike, *, overwrite:
     out.mkdir(parents=True, exist_ok=True)
     for name, vol in volumes.items():
         write_volume(vol, paths[name], overwrite=overwrite)
-    fd, tmp = tempfile.mkstemp(prefix=".labels.json.", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(study.labels, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, paths["labels"])
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(study.labels, indent=2) + "\n"
+    atomic_write(paths["labels"], lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
     log.info("wrote phantom seed=%d to %s", study.seed, out)
     return paths
