@@ -140,6 +140,25 @@ def _cmd_uncertainty(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_raters(args: argparse.Namespace) -> int:
+    from .io import read_volume
+    from .uncertainty import analyze_raters
+    from .uncertainty.pipeline import write_rater_outputs
+
+    raters = [read_volume(p, kind="labels") for p in args.raters]
+    analysis = analyze_raters(
+        raters, labels=parse_labels(args.labels), normalized=args.normalized, staple=not args.no_staple
+    )
+    write_rater_outputs(analysis, raters[0], args.out, overwrite=args.overwrite)
+    for row in analysis.agreement_rows():
+        if row["kind"] == "fleiss_kappa":
+            print(f"{row['name']:24s} Fleiss' kappa {row['value']:.3f}")
+    for label, raters_missing in analysis.missing_labels.items():
+        print(f"label {label} is missing in {', '.join(raters_missing)}", file=sys.stderr)
+    print(f"{analysis.n_raters} raters → {args.out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -147,7 +166,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``segunc`` argument parser (sub-commands: info, convert, phantom, uncertainty, demo)."""
+    """The ``segunc`` argument parser (sub-commands: info, convert, phantom, uncertainty, raters, demo)."""
     parser = argparse.ArgumentParser(
         prog="segunc",
         description="Review medical image segmentation with its uncertainty (napari-segunc).",
@@ -190,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_uncertainty)
+
+    p = sub.add_parser("raters", help="agreement and disagreement maps of several raters' label maps")
+    p.add_argument("raters", nargs="+", metavar="R", help="label maps of the same image (2 or more)")
+    p.add_argument("--labels", help="name=value,… or a labels.json, to name the classes")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--normalized", action="store_true", help="divide the vote entropy by ln C (range 0..1)")
+    p.add_argument("--no-staple", action="store_true", help="skip SimpleITK STAPLE (the slowest part)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_raters)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")

@@ -51,3 +51,25 @@ def test_normalized_limits_and_unknown_map(maps_and_grid):
     assert kw["contrast_limits"] == (0.0, 1.0) and kw["metadata"]["segunc_unit"] == "normalised"
     with pytest.raises(ValueError, match="Unknown map 'nope'"):
         ensemble_layers(acc.result(), grid, which=["nope"])
+
+
+def test_rater_layers_and_model_vs_raters_layer():
+    from napari_segunc.phantom import make_phantom
+    from napari_segunc.uncertainty import analyze_raters, model_vs_raters
+    from napari_segunc.uncertainty.layers import model_vs_raters_layer, rater_layers
+
+    study = make_phantom(seed=1, shape=(20, 40, 48))
+    analysis = analyze_raters(study.raters, labels=study.labels)
+    layers = rater_layers(analysis, study.image)
+    assert [(kw["name"], t) for _, kw, t in layers] == [
+        ("raters: rater vote entropy", "image"),
+        ("raters: consensus", "labels"),
+        ("raters: dissensus", "labels"),
+        ("raters: majority vote", "labels"),
+        ("raters: STAPLE", "labels"),
+    ]
+    assert layers[0][1]["contrast_limits"] == (0.0, pytest.approx(math.log(6)))
+    assert layers[2][1]["metadata"]["segunc_labels"]["pancreas"] == 5
+    codes = model_vs_raters(study.truth.data, analysis)
+    data, kw, kind = model_vs_raters_layer(codes, study.image)
+    assert kind == "labels" and kw["colormap"][1] == "red" and data is codes

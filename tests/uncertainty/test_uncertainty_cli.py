@@ -73,3 +73,36 @@ def test_uncertainty_command_errors(tmp_path, capsys):
     assert "at least one ensemble member" in capsys.readouterr().err
     assert main(["uncertainty", "--group", "nogroup.nii.gz", "--out", str(tmp_path)]) == 2
     assert "--group expects NAME:PATH" in capsys.readouterr().err
+
+
+def test_raters_command_on_the_phantom(tmp_path, capsys):
+    from napari_segunc.phantom import make_phantom, write_phantom
+    from napari_segunc.uncertainty import analyze_raters
+
+    study = make_phantom(seed=2, shape=(24, 56, 72))
+    paths = write_phantom(study, tmp_path / "study")
+    out = tmp_path / "agreement"
+    raters = [str(paths[f"rater_{k}"]) for k in (1, 2, 3)]
+    assert main(["raters", *raters, "--labels", str(paths["labels"]), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    kappa = {line.split()[0]: float(line.split()[-1]) for line in text.splitlines() if "Fleiss' kappa" in line}
+    assert set(kappa) == set(study.labels) and kappa["liver"] > kappa["pancreas"] + 0.1
+    names = {"soft_labels", "rater_variance", "vote_entropy", "consensus", "dissensus", "majority", "staple"}
+    assert {p.name.removesuffix(".nii.gz") for p in out.glob("*.nii.gz")} == names
+    ref = analyze_raters(study.raters, labels=study.labels)
+    np.testing.assert_array_equal(read_volume(out / "dissensus.nii.gz").data, ref.dissensus)
+    np.testing.assert_array_equal(read_volume(out / "staple.nii.gz").data, ref.staple)
+    np.testing.assert_allclose(read_volume(out / "vote_entropy.nii.gz").data, ref.vote_entropy, atol=1e-7)
+    soft = read_probabilities(out / "soft_labels.nii.gz", reference=read_volume(paths["rater_1"]))
+    np.testing.assert_allclose(soft.data, ref.soft_labels, atol=1e-7)
+    rows = list(csv.DictReader(open(out / "agreement.csv")))
+    kinds = {r["kind"] for r in rows}
+    assert kinds == {"dice", "fleiss_kappa", "staple_sensitivity", "staple_specificity"}
+    dice = {o: [float(r["value"]) for r in rows if r["kind"] == "dice" and r["name"] == o] for o in study.labels}
+    assert all(len(v) == 3 and 0 < min(v) and max(v) < 1 for v in dice.values())  # 3 pairs, partial agreement
+    assert np.mean(dice["liver"]) > np.mean(dice["pancreas"]) + 0.1
+
+
+def test_raters_command_refuses_a_single_rater(tmp_path, capsys, totalseg):
+    assert main(["raters", str(totalseg / "example_seg.nii.gz"), "--out", str(tmp_path / "o")]) == 2
+    assert "at least 2 raters are needed" in capsys.readouterr().err

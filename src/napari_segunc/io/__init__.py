@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .probabilities import ProbabilityMap, read_probabilities, write_probabilities
 from .readers import SUPPORTED_SUFFIXES, DicomSeries, detect_format, list_dicom_series, read_volume
-from .writers import atomic_write, output_format, versioned_path, write_volume
+from .writers import atomic_write, output_format, versioned_path, write_csv, write_volume
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -17,6 +17,7 @@ __all__ = [
     "read_probabilities",
     "read_volume",
     "versioned_path",
+    "write_csv",
     "write_probabilities",
     "write_volume",
 ]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from ..errors import InvalidInput
 from ..volume import FileFormat, Volume, VolumeKind
 from .readers import SUPPORTED_SUFFIXES, _suffix
 
-__all__ = ["atomic_write", "output_format", "versioned_path", "write_volume"]
+__all__ = ["atomic_write", "output_format", "versioned_path", "write_csv", "write_volume"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,20 @@ def atomic_write(path: Path, write: Callable[[Path], object], *, overwrite: bool
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+def write_csv(
+    rows: Iterable[Mapping[str, object]], path: str | os.PathLike, *, columns: Sequence[str], overwrite: bool = False
+) -> Path:
+    """Write a tidy table (one dict per row, keys `columns`) as CSV, atomically; refuses an existing file."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(columns))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return atomic_write(Path(path), write, overwrite=overwrite)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -14,8 +14,17 @@ import numpy as np
 
 from ..volume import Volume
 from .ensemble import SCALAR_MAPS, EnsembleMaps
+from .raters import RaterAnalysis
 
-__all__ = ["COLORMAPS", "ensemble_layers", "map_layer", "segmentation_layer"]
+__all__ = [
+    "AGREEMENT_COLORS",
+    "COLORMAPS",
+    "ensemble_layers",
+    "map_layer",
+    "model_vs_raters_layer",
+    "rater_layers",
+    "segmentation_layer",
+]
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
@@ -106,3 +115,29 @@ def ensemble_layers(
                       prefix=prefix)
         )  # fmt: skip
     return layers
+
+
+#: Colours of `ModelRaterAgreement` codes (agreement transparent).
+AGREEMENT_COLORS = {0: "transparent", 1: "red", 2: "orange", 3: "yellow"}
+
+
+def rater_layers(analysis: RaterAnalysis, grid: Volume, *, with_staple: bool = True) -> list[LayerData]:
+    """Vote entropy (image) and consensus / dissensus / majority / STAPLE label maps of a rater analysis."""
+    names = {name: value for value, name in analysis.label_names.items() if value != 0}
+    n_classes = max(2, len(analysis.labels))
+    layers = [map_layer("vote_entropy", analysis.vote_entropy, grid, n_classes=n_classes,
+                        normalized=analysis.normalized, prefix="raters: ")]  # fmt: skip
+    maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority vote": analysis.majority}
+    if with_staple and analysis.staple is not None:
+        maps["STAPLE"] = analysis.staple
+    for title, data in maps.items():
+        layers.append(segmentation_layer(data, grid, name=f"raters: {title}", labels=names))
+    return layers
+
+
+def model_vs_raters_layer(codes: np.ndarray, grid: Volume, *, name: str = "model vs raters") -> LayerData:
+    """`model_vs_raters` codes as a labels layer: red = model against unanimous raters, orange = disputed voxel
+    where the model differs from the majority, yellow = disputed voxel where it follows the majority."""
+    kwargs = grid.napari_kwargs()
+    kwargs.update(name=name, opacity=0.6, colormap={**AGREEMENT_COLORS, None: "transparent"})
+    return codes, kwargs, "labels"

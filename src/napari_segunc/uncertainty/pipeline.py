@@ -1,4 +1,4 @@
-"""From probability files on disk to written uncertainty maps: the job behind ``segunc uncertainty``."""
+"""From files on disk to written maps: the jobs behind ``segunc uncertainty`` and ``segunc raters``."""
 
 from __future__ import annotations
 
@@ -12,8 +12,16 @@ from ..io import read_probabilities, write_probabilities, write_volume
 from ..progress import Progress
 from ..volume import Volume, VolumeKind
 from .ensemble import ALL_MEMBERS, SCALAR_MAPS, EnsembleAccumulator, EnsembleMaps
+from .raters import RaterAnalysis
 
-__all__ = ["MemberSpec", "ensemble_job", "output_folder", "parse_member_specs", "write_ensemble_outputs"]
+__all__ = [
+    "MemberSpec",
+    "ensemble_job",
+    "output_folder",
+    "parse_member_specs",
+    "write_ensemble_outputs",
+    "write_rater_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +115,35 @@ def write_ensemble_outputs(
 def output_folder(out_dir: str | Path, group: str) -> Path:
     """Where a group's maps go: the top folder for every member, a sub-folder per group."""
     return Path(out_dir) if group == ALL_MEMBERS else Path(out_dir) / group
+
+
+def write_rater_outputs(analysis: RaterAnalysis, grid: Volume, out_dir: str | Path, *, overwrite: bool = False):
+    """Write the rater maps in the grid's source geometry and ``agreement.csv``; returns name → path."""
+    from ..io import write_csv
+    from .raters import AGREEMENT_COLUMNS
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "soft_labels": write_probabilities(analysis.soft_labels, grid, out / "soft_labels.nii.gz", overwrite=overwrite),
+        "rater_variance": write_probabilities(
+            analysis.rater_variance, grid, out / "rater_variance.nii.gz", overwrite=overwrite
+        ),
+        "vote_entropy": write_volume(
+            grid.with_data(analysis.vote_entropy, kind=VolumeKind.FLOAT_MAP, name="vote_entropy"),
+            out / "vote_entropy.nii.gz",
+            overwrite=overwrite,
+        ),
+    }
+    label_maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority": analysis.majority}
+    if analysis.staple is not None:
+        label_maps["staple"] = analysis.staple
+    for name, data in label_maps.items():
+        written[name] = write_volume(
+            grid.with_data(data, kind=VolumeKind.LABELS, name=name), out / f"{name}.nii.gz", overwrite=overwrite
+        )
+    written["agreement"] = write_csv(
+        analysis.agreement_rows(), out / "agreement.csv", columns=AGREEMENT_COLUMNS, overwrite=overwrite
+    )
+    log.info("%d raters → %s", analysis.n_raters, out)
+    return written

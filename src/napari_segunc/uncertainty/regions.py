@@ -15,7 +15,6 @@ and ``reduceat`` over the selection), so a 512×512×300 map takes seconds.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import enum
 import logging
@@ -29,7 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InvalidInput
-from ..io.writers import atomic_write
+from ..io.writers import write_csv
 from ._checks import _check_map, _check_mask, _check_segmentation, _names, _spacing
 
 __all__ = [
@@ -337,12 +336,6 @@ def write_regions_csv(regions: Sequence[Region], path: str | os.PathLike, *, ove
     is refused (`InvalidInput`, file left untouched) unless `overwrite`.
     """
 
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=REGION_COLUMNS)
-            writer.writeheader()
-            writer.writerows(regions_to_rows(regions))
-
-    path = atomic_write(Path(path), write, overwrite=overwrite)
+    path = write_csv(regions_to_rows(regions), path, columns=REGION_COLUMNS, overwrite=overwrite)
     log.info("wrote %d review region(s) to %s", len(regions), path)
     return path
