@@ -5,6 +5,8 @@ Members are generated one at a time into a reused buffer (generation is not time
 
 - streamed   : ``EnsembleAccumulator.add`` for every member + ``result()`` (all maps);
 - read floor : one read of every member (a numba reduction over its values): the memory-bandwidth floor (b);
+- file read  : loading one member from an nnU-Net-style compressed float16 ``.npz`` (× M): what reading the members
+               really costs when they come from disk;
 - stacked    : the straightforward numpy implementation on the stacked (M, C, V) array (baseline a). At full size
                the stack alone is M × one member (11 GB for the default), so it runs on ``--stacked-slices`` slices
                and its time is scaled linearly to the full grid (both numbers printed).
@@ -72,6 +74,59 @@ def stacked_numpy(members: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def read_member_file(buf, shape) -> float:
+    """Seconds to load one member from an nnU-Net-style compressed float16 ``.npz`` (writing it is not timed)."""
+    import tempfile
+    from pathlib import Path
+
+    make_member(buf, seed=0)
+    with tempfile.TemporaryDirectory(dir=".") as tmp:
+        path = Path(tmp) / "member.npz"
+        np.savez_compressed(path, probabilities=buf.reshape(buf.shape[0], *shape).astype(np.float16))
+        t0 = time.perf_counter()
+        with np.load(path) as npz:
+            npz["probabilities"]
+        return time.perf_counter() - t0
+
+
+def stream(buf, shape, m, member_bytes, *, class_variance: bool) -> dict[str, float]:
+    """Stream `m` members through an accumulator and finish with ``result(consume=True)`` (what the CLI does)."""
+    c = buf.shape[0]
+    acc = EnsembleAccumulator(class_variance=class_variance)
+    t_stream = t_read = 0.0
+    peak = 0
+    for i in range(m):
+        make_member(buf, seed=i)  # not timed, not traced
+        tracemalloc.start()
+        t0 = time.perf_counter()
+        _read_all(buf)
+        t1 = time.perf_counter()
+        acc.add(buf.reshape(c, *shape), name=f"m{i}")
+        t2 = time.perf_counter()
+        peak = max(peak, tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        t_read += t1 - t0
+        t_stream += t2 - t1
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    maps = acc.result(consume=True)
+    t_final = time.perf_counter() - t0
+    peak_final = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    accumulators = peak  # what the accumulator holds (allocated inside traced adds) + per-chunk temporaries
+    del maps, acc
+    gc.collect()
+    peak_stream = accumulators + member_bytes  # the member being added is in memory too
+    peak_all = accumulators + peak_final  # sums turned into outputs + the new maps (member freed by then)
+    label = "per-class variance" if class_variance else "mean variance only"
+    print(
+        f"streamed ({label}): {t_stream:6.2f} s adding + {t_final:5.2f} s maps = {t_stream + t_final:6.2f} s; "
+        f"peak {peak_stream / 2**30:4.2f} GiB = {peak_stream / member_bytes:4.2f}× one member while streaming, "
+        f"{peak_all / 2**30:4.2f} GiB = {peak_all / member_bytes:4.2f}× with the output maps"
+    )
+    return {"total": t_stream + t_final, "read": t_read, "peak": peak_stream}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slices", type=int, default=300)
@@ -92,40 +147,11 @@ def main() -> None:
     warm.add(np.full((c, 2, 2, 2), 1.0 / c, np.float32), name="warm-up")
     warm.result()
 
-    # --- streamed + read floor
-    acc = EnsembleAccumulator()
-    t_stream = t_read = 0.0
-    tracemalloc.start()
-    base = tracemalloc.get_traced_memory()[0]
-    peak = 0
-    for i in range(m):
-        tracemalloc.stop()
-        make_member(buf, seed=i)
-        tracemalloc.start()
-        t0 = time.perf_counter()
-        _read_all(buf)
-        t1 = time.perf_counter()
-        acc.add(buf.reshape(c, *shape), name=f"m{i}")
-        t2 = time.perf_counter()
-        t_read += t1 - t0
-        t_stream += t2 - t1
-        peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
-        tracemalloc.reset_peak()
-    t0 = time.perf_counter()
-    maps = acc.result()
-    t_final = time.perf_counter() - t0
-    peak_final = tracemalloc.get_traced_memory()[1] - base
-    tracemalloc.stop()
-    # The member buffer (one member) is alive throughout: add it to the measured accumulator memory.
-    peak_stream = peak + member_bytes
-    peak_all = max(peak_stream, peak_final + member_bytes)
-    t_total = t_stream + t_final
-    print(f"streamed   : {t_stream:7.2f} s adding + {t_final:5.2f} s maps = {t_total:7.2f} s")
-    print(f"read floor : {t_read:7.2f} s  (one pass over every member)")
-    print(f"peak RAM   : {peak_stream / 2**30:5.2f} GiB while streaming = {peak_stream / member_bytes:4.2f}× one member; "
-          f"{peak_all / 2**30:5.2f} GiB with all output maps = {peak_all / member_bytes:4.2f}×")
-    del acc, maps
-    gc.collect()
+    runs = {mode: stream(buf, shape, m, member_bytes, class_variance=mode) for mode in (True, False)}
+    t_read = runs[True]["read"]
+    print(f"read floor : {t_read:7.2f} s  (one pass over every member in memory)")
+    t_file = read_member_file(buf, shape) * m
+    print(f"file read  : {t_file:7.2f} s  (np.load of an nnU-Net-style float16 .npz per member, × {m})")
 
     # --- stacked baseline on a slab, scaled
     zs = min(args.stacked_slices, args.slices)
@@ -138,11 +164,17 @@ def main() -> None:
     stacked_numpy(stack)
     t_stack_slab = time.perf_counter() - t0
     t_stack = t_stack_slab * args.slices / zs
-    print(f"stacked    : {t_stack_slab:7.2f} s on {zs} slices → {t_stack:7.2f} s scaled to {args.slices} slices "
-          f"(needs {m * member_bytes / 2**30:.1f} GiB for the stack alone)")
-    print(f"ratios     : stacked / streamed = {t_stack / t_total:5.1f}× (goal ≥ 10×); "
-          f"streamed / read floor = {t_total / t_read:4.2f}× (goal ≤ 2×); "
-          f"peak = {peak_stream / member_bytes:4.2f}× one member (goal ≤ 3×)")
+    print(
+        f"stacked    : {t_stack_slab:7.2f} s on {zs} slices → {t_stack:7.2f} s scaled to {args.slices} slices "
+        f"(needs {m * member_bytes / 2**30:.1f} GiB for the stack alone)"
+    )
+    for mode, r in runs.items():
+        print(
+            f"ratios ({'per-class variance' if mode else 'mean variance only'}): stacked / streamed = "
+            f"{t_stack / r['total']:5.1f}× (goal ≥ 10×); streamed / read floor = {r['total'] / t_read:4.2f}× "
+            f"(goal ≤ 2×), / file read = {r['total'] / t_file:4.2f}×; "
+            f"peak = {r['peak'] / member_bytes:4.2f}× one member (goal ≤ 3×)"
+        )
 
 
 if __name__ == "__main__":

@@ -130,10 +130,13 @@ def _cmd_uncertainty(args: argparse.Namespace) -> int:
     specs = parse_member_specs(args.member or (), args.group or ())
     reference = read_volume(args.reference) if args.reference else None
     labels = parse_labels(args.labels)
-    job = ensemble_job(specs, reference=reference, trust_pickle=args.trust_pickle, renormalize=args.renormalize)
+    job = ensemble_job(
+        specs, reference=reference, trust_pickle=args.trust_pickle, renormalize=args.renormalize,
+        class_variance=not args.no_class_variance,
+    )  # fmt: skip
     acc, grid = run_job(job, None if args.quiet else _print_progress)
     for group in acc.groups:
-        maps = acc.result(group, normalized=args.normalized)
+        maps = acc.result(group, normalized=args.normalized, consume=True)
         folder = output_folder(args.out, group)
         write_ensemble_outputs(maps, grid, folder, labels=labels, quantile=args.top_q, overwrite=args.overwrite)
         print(f"{group:12s} {maps.n_members} member(s) → {folder}")
@@ -203,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (a sub-folder per group)")
     p.add_argument("--normalized", action="store_true", help="divide entropies and MI by ln C (range 0..1)")
     p.add_argument("--renormalize", action="store_true", help="rescale probabilities that do not sum to 1")
+    p.add_argument("--no-class-variance", action="store_true",
+                   help="skip the per-class variance (variance.nii.gz); saves 0.75 member of memory")  # fmt: skip
     p.add_argument("--labels", help="name=value,… or a labels.json, to name structures in regions.csv")
     p.add_argument("--top-q", type=float, default=0.99, help="review regions: voxels above this entropy quantile")
     p.add_argument("--trust-pickle", action="store_true", help="read nnU-Net .pkl geometry (unpickling runs code)")

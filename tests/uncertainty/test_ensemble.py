@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from napari_segunc.errors import GeometryMismatch, InvalidInput
-from napari_segunc.uncertainty import EnsembleAccumulator
+from napari_segunc.uncertainty import SCALAR_MAPS, EnsembleAccumulator
 from napari_segunc.uncertainty import _kernels as K
 
 
@@ -202,3 +202,24 @@ def test_vote_counters_widen_beyond_255_members():
     assert r.segmentation[0, 0, 0] == 1
     np.testing.assert_allclose(r.member_disagreement, 100 / 300, rtol=1e-6)
     np.testing.assert_allclose(r.mean_probabilities[:, 0, 0, 0], [100 / 300, 200 / 300], rtol=1e-5)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_without_class_variance_and_consuming_results(use_numba):
+    members = dirichlet_members(4, 3, seed=9)
+    full = EnsembleAccumulator(use_numba=use_numba)
+    lean = EnsembleAccumulator(class_variance=False, use_numba=use_numba)
+    for i, p in enumerate(members):
+        full.add(p, name=str(i), group="g")
+        lean.add(p, name=str(i), group="g")
+    a, b = full.result(), lean.result()
+    assert b.variance is None and a.variance.shape == (3, 5, 6, 7)
+    np.testing.assert_allclose(b.mean_variance, brute_force(members)["mean_variance"], atol=2e-6)
+    for key in ("mean_probabilities", *SCALAR_MAPS):
+        np.testing.assert_allclose(getattr(a, key), getattr(b, key), atol=2e-6, err_msg=key)
+    consumed = full.result("g", consume=True)
+    assert full.groups == ["all"]
+    for key in ("mean_probabilities", "variance", *SCALAR_MAPS):
+        np.testing.assert_allclose(getattr(consumed, key), getattr(a, key), atol=1e-7, err_msg=key)
+    with pytest.raises(InvalidInput, match="No member belongs to group 'g'"):
+        full.result("g")

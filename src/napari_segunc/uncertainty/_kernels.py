@@ -20,12 +20,14 @@ def accumulate(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pr
     A voxel is invalid when a value is not finite, lies outside [0, 1], or the class sum is off 1 by more than
     `atol` (with `renormalize`: when the sum is 0, since it cannot be rescaled); invalid voxels are skipped.
 
-    sum_p, sum_sq : (C, N) float32 — Σ p and Σ p²; sum_ent : (N,) float32 — Σ H(p_m) in nats;
+    sum_p : (C, N) float32 — Σ p; sum_sq : (C, N) float32 — Σ p² per class, or (1, N) — Σ_c Σ p² (enough for the
+    mean variance over classes); sum_ent : (N,) float32 — Σ H(p_m) in nats;
     votes : (C, N) unsigned — members whose argmax is c (first maximum wins ties, as numpy.argmax).
 
     Returns ``(n_not_finite, n_out_of_range, n_not_normalised)``.
     """
     n_classes, n = p.shape
+    per_class = sum_sq.shape[0] == n_classes
     bad_finite = 0
     bad_range = 0
     bad_sum = 0
@@ -49,20 +51,28 @@ def accumulate(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):  # pr
         if (renormalize and s <= 0.0) or (not renormalize and abs(s - 1.0) > atol):
             bad_sum += 1
             continue
-        scale = 1.0 / s if renormalize else 1.0
-        ent = 0.0
+        # float32 arithmetic from here (the sums are float32 anyway): ~20 % faster, error ≤ 1e-7 per term
+        scale = np.float32(1.0 / s) if renormalize else np.float32(1.0)
+        fsign = np.float32(sign)
+        ent = np.float32(0.0)
+        sq = np.float32(0.0)
         best = 0
-        best_val = -1.0
+        best_val = np.float32(-1.0)
         for c in range(n_classes):
-            x = np.float64(p[c, v]) * scale
-            sum_p[c, v] += np.float32(sign * x)
-            sum_sq[c, v] += np.float32(sign * x * x)
+            x = np.float32(p[c, v]) * scale
+            sum_p[c, v] += fsign * x
+            if per_class:
+                sum_sq[c, v] += fsign * (x * x)
+            else:
+                sq += x * x
             if x > 0.0:
                 ent -= x * np.log(x)
             if x > best_val:
                 best_val = x
                 best = c
-        sum_ent[v] += np.float32(sign * ent)
+        if not per_class:
+            sum_sq[0, v] += fsign * sq
+        sum_ent[v] += fsign * ent
         votes[best, v] += sign
     return bad_finite, bad_range, bad_sum
 
@@ -80,7 +90,8 @@ def accumulate_numpy(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
     if renormalize:
         x = x / s[ok]
     sum_p[:, ok] += (sign * x).astype(np.float32)
-    sum_sq[:, ok] += (sign * x * x).astype(np.float32)
+    sq = x * x if sum_sq.shape[0] == x.shape[0] else (x * x).sum(axis=0, keepdims=True)
+    sum_sq[:, ok] += (sign * sq).astype(np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(x > 0, x * np.log(np.where(x > 0, x, 1.0)), 0.0)
     sum_ent[ok] += (sign * -plogp.sum(axis=0)).astype(np.float32)
@@ -93,28 +104,40 @@ def accumulate_numpy(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
 def finalize(
     sum_p, sum_sq, sum_ent, votes, n_members, mean_p, var, entropy, expected, mi, mean_var, maxp_unc, disagreement, seg
 ):  # pragma: no cover - compiled
-    """Turn running sums into maps (all in nats) written into the preallocated outputs."""
+    """Turn running sums into maps (all in nats) written into the preallocated outputs.
+
+    Outputs may alias the sums element for element (mean_p ← sum_p, var ← sum_sq, expected ← sum_ent): each voxel
+    is read before it is written. With a total second moment (sum_sq of shape (1, N)) `var` is not written.
+    """
     n_classes, n = sum_p.shape
+    per_class = sum_sq.shape[0] == n_classes
     inv = 1.0 / n_members
     for v in prange(n):
         h = 0.0
         best = 0
         best_val = -1.0
         vs = 0.0
+        msq = 0.0
+        total_sq = 0.0 if per_class else np.float64(sum_sq[0, v]) * inv
+        e = np.float64(sum_ent[v]) * inv
         for c in range(n_classes):
             m = np.float64(sum_p[c, v]) * inv
-            q = np.float64(sum_sq[c, v]) * inv - m * m
-            if q < 0.0:
-                q = 0.0
+            if per_class:
+                q = np.float64(sum_sq[c, v]) * inv - m * m
+                if q < 0.0:
+                    q = 0.0
+                var[c, v] = q
+                vs += q
+            else:
+                msq += m * m
             mean_p[c, v] = m
-            var[c, v] = q
-            vs += q
             if m > 0.0:
                 h -= m * np.log(m)
             if m > best_val:
                 best_val = m
                 best = c
-        e = np.float64(sum_ent[v]) * inv
+        if not per_class:
+            vs = total_sq - msq if total_sq > msq else 0.0
         entropy[v] = h
         expected[v] = e
         mi[v] = h - e if h > e else 0.0
@@ -128,17 +151,19 @@ def finalize_numpy(
     sum_p, sum_sq, sum_ent, votes, n_members, mean_p, var, entropy, expected, mi, mean_var, maxp_unc, disagreement, seg
 ):
     m = sum_p.astype(np.float64) / n_members
-    q = np.clip(sum_sq.astype(np.float64) / n_members - m * m, 0, None)
+    per_class = sum_sq.shape[0] == sum_p.shape[0]
+    q = np.clip(sum_sq.astype(np.float64) / n_members - (m * m if per_class else (m * m).sum(axis=0)), 0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(m > 0, m * np.log(np.where(m > 0, m, 1.0)), 0.0).sum(axis=0)
     e = sum_ent.astype(np.float64) / n_members
     best = np.argmax(m, axis=0)
     mean_p[...] = m
-    var[...] = q
+    if per_class:
+        var[...] = q
     entropy[...] = h
     expected[...] = e
     mi[...] = np.clip(h - e, 0, None)
-    mean_var[...] = q.mean(axis=0)
+    mean_var[...] = q.mean(axis=0) if per_class else q[0] / sum_p.shape[0]
     maxp_unc[...] = 1.0 - m.max(axis=0)
     disagreement[...] = 1.0 - np.take_along_axis(votes, best[None], axis=0)[0] / n_members
     seg[...] = best

@@ -52,7 +52,8 @@ class EnsembleMaps:
     segmentation : ndarray of uint8 (uint16 beyond 256 classes)
     entropy, expected_entropy, mutual_information : ndarray
         Nats, or divided by ln C when `normalized`.
-    variance : ndarray, shape (C, Z, Y, X)
+    variance : ndarray, shape (C, Z, Y, X), or None
+        None when the accumulator was built with ``class_variance=False``.
     mean_variance, max_prob_uncertainty, member_disagreement : ndarray
     group : str
     members : tuple of str
@@ -64,7 +65,7 @@ class EnsembleMaps:
     entropy: np.ndarray
     expected_entropy: np.ndarray
     mutual_information: np.ndarray
-    variance: np.ndarray
+    variance: np.ndarray | None
     mean_variance: np.ndarray
     max_prob_uncertainty: np.ndarray
     member_disagreement: np.ndarray
@@ -106,6 +107,10 @@ class EnsembleAccumulator:
         probabilities are all 0 is still refused).
     chunk_voxels : int
         Voxels processed per kernel call; bounds temporary memory (float16 members are upcast chunk by chunk).
+    class_variance : bool
+        Keep the per-class variance across members (default). Without it only its mean over classes is available
+        (`EnsembleMaps.variance` is ``None``) and the accumulator needs 1.75 instead of 2.5 float32 members of
+        memory.
     use_numba : bool
         Use the compiled kernels (default) or their numpy twins (reference, slower).
 
@@ -119,11 +124,18 @@ class EnsembleAccumulator:
     """
 
     def __init__(
-        self, *, atol: float = 1e-3, renormalize: bool = False, chunk_voxels: int = 1 << 20, use_numba: bool = True
+        self,
+        *,
+        atol: float = 1e-3,
+        renormalize: bool = False,
+        chunk_voxels: int = 1 << 20,
+        class_variance: bool = True,
+        use_numba: bool = True,
     ) -> None:
         self.atol = float(atol)
         self.renormalize = bool(renormalize)
         self.chunk_voxels = int(chunk_voxels)
+        self.class_variance = bool(class_variance)
         self._kernels = (K.accumulate, K.finalize) if use_numba else (K.accumulate_numpy, K.finalize_numpy)
         self._shape: tuple[int, ...] | None = None
         self._grid: Volume | None = None
@@ -226,7 +238,7 @@ class EnsembleAccumulator:
         c, v = shape[0], int(np.prod(shape[1:]))
         return _Sums(
             sum_p=np.zeros((c, v), np.float32),
-            sum_sq=np.zeros((c, v), np.float32),
+            sum_sq=np.zeros((c if self.class_variance else 1, v), np.float32),
             sum_ent=np.zeros(v, np.float32),
             votes=np.zeros((c, v), np.uint8),
             members=[],
@@ -277,8 +289,13 @@ class EnsembleAccumulator:
         )
 
     # ------------------------------------------------------------------ results
-    def result(self, group: str = ALL_MEMBERS, *, normalized: bool = False) -> EnsembleMaps:
-        """Maps for one group (default: every member). The accumulator can keep receiving members afterwards."""
+    def result(self, group: str = ALL_MEMBERS, *, normalized: bool = False, consume: bool = False) -> EnsembleMaps:
+        """Maps for one group (default: every member).
+
+        With `consume`, the group's running sums become the output arrays (no new memory for the mean
+        probabilities, the variance and the expected entropy) and the group is removed from the accumulator;
+        otherwise the accumulator can keep receiving members afterwards.
+        """
         if group not in self._sums:
             if not self._sums:
                 raise InvalidInput("No ensemble member was added; add at least one probability map.")
@@ -287,12 +304,15 @@ class EnsembleAccumulator:
         c, v = s.sum_p.shape
         spatial = self._shape[1:]
         m = len(s.members)
-        out = {
-            "mean_p": np.empty((c, v), np.float32),
-            "var": np.empty((c, v), np.float32),
-            **{k: np.empty(v, np.float32) for k in ("entropy", "expected", "mi", "mean_var", "maxp", "dis")},
-            "seg": np.empty(v, np.uint8 if c <= 256 else np.uint16),
-        }
+        per_class = s.sum_sq.shape[0] == c
+        out = {k: np.empty(v, np.float32) for k in ("entropy", "mi", "mean_var", "maxp", "dis")}
+        out["seg"] = np.empty(v, np.uint8 if c <= 256 else np.uint16)
+        if consume:
+            out.update(mean_p=s.sum_p, var=s.sum_sq, expected=s.sum_ent)
+            del self._sums[group]
+        else:
+            out.update(mean_p=np.empty((c, v), np.float32), var=np.empty(s.sum_sq.shape, np.float32),
+                       expected=np.empty(v, np.float32))  # fmt: skip
         self._kernels[1](
             s.sum_p, s.sum_sq, s.sum_ent, s.votes, m, out["mean_p"], out["var"], out["entropy"], out["expected"],
             out["mi"], out["mean_var"], out["maxp"], out["dis"], out["seg"],
@@ -308,7 +328,7 @@ class EnsembleAccumulator:
             entropy=out["entropy"].reshape(spatial),
             expected_entropy=out["expected"].reshape(spatial),
             mutual_information=out["mi"].reshape(spatial),
-            variance=out["var"].reshape(c, *spatial),
+            variance=out["var"].reshape(c, *spatial) if per_class else None,
             mean_variance=out["mean_var"].reshape(spatial),
             max_prob_uncertainty=out["maxp"].reshape(spatial),
             member_disagreement=out["dis"].reshape(spatial),
@@ -317,6 +337,6 @@ class EnsembleAccumulator:
             normalized=normalized,
         )
 
-    def results(self, *, normalized: bool = False) -> dict[str, EnsembleMaps]:
-        """Maps for ``"all"`` and every group, in one call."""
-        return {g: self.result(g, normalized=normalized) for g in self.groups}
+    def results(self, *, normalized: bool = False, consume: bool = False) -> dict[str, EnsembleMaps]:
+        """Maps for ``"all"`` and every group, in one call (see `result` for `consume`)."""
+        return {g: self.result(g, normalized=normalized, consume=consume) for g in self.groups}

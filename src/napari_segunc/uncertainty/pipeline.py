@@ -54,12 +54,13 @@ def ensemble_job(
     reference: Volume | None = None,
     trust_pickle: bool = False,
     renormalize: bool = False,
+    class_variance: bool = True,
 ) -> Generator[Progress, None, tuple[EnsembleAccumulator, Volume]]:
     """Stream members from disk into an accumulator, one at a time; yields progress; returns (accumulator, grid).
 
     Stop it between members by closing the generator (``job.close()``).
     """
-    acc = EnsembleAccumulator(renormalize=renormalize)
+    acc = EnsembleAccumulator(renormalize=renormalize, class_variance=class_variance)
     grid = reference
     for i, spec in enumerate(specs, start=1):
         yield Progress(i - 1, len(specs), f"reading member {i}/{len(specs)}: {spec.name}")
@@ -90,13 +91,14 @@ def write_ensemble_outputs(
         "mean_probabilities": write_probabilities(
             maps.mean_probabilities, grid, out / "mean_probabilities.nii.gz", overwrite=overwrite
         ),
-        "variance": write_probabilities(maps.variance, grid, out / "variance.nii.gz", overwrite=overwrite),
         "segmentation": write_volume(
             grid.with_data(maps.segmentation, kind=VolumeKind.LABELS, name="segmentation"),
             out / "segmentation.nii.gz",
             overwrite=overwrite,
         ),
     }
+    if maps.variance is not None:
+        written["variance"] = write_probabilities(maps.variance, grid, out / "variance.nii.gz", overwrite=overwrite)
     for name in SCALAR_MAPS:
         written[name] = write_volume(
             grid.with_data(getattr(maps, name), kind=VolumeKind.FLOAT_MAP, name=name),
