@@ -87,30 +87,31 @@ def write_ensemble_outputs(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = {
-        "mean_probabilities": write_probabilities(
-            maps.mean_probabilities, grid, out / "mean_probabilities.nii.gz", overwrite=overwrite
-        ),
-        "segmentation": write_volume(
-            grid.with_data(maps.segmentation, kind=VolumeKind.LABELS, name="segmentation"),
-            out / "segmentation.nii.gz",
-            overwrite=overwrite,
-        ),
-    }
+    per_class = {"mean_probabilities": maps.mean_probabilities}
     if maps.variance is not None:
-        written["variance"] = write_probabilities(maps.variance, grid, out / "variance.nii.gz", overwrite=overwrite)
-    for name in SCALAR_MAPS:
-        written[name] = write_volume(
-            grid.with_data(getattr(maps, name), kind=VolumeKind.FLOAT_MAP, name=name),
-            out / f"{name}.nii.gz",
-            overwrite=overwrite,
-        )
+        per_class["variance"] = maps.variance
+    written = _write_maps(
+        grid, out, overwrite=overwrite, per_class=per_class, labels={"segmentation": maps.segmentation},
+        floats={name: getattr(maps, name) for name in SCALAR_MAPS},
+    )  # fmt: skip
     regions = find_regions(
         maps.entropy, spacing=grid.spacing, origin=grid.origin, quantile=quantile,
         segmentation=maps.segmentation, labels=labels,
     )  # fmt: skip
     written["regions"] = write_regions_csv(regions, out / "regions.csv", overwrite=overwrite)
     log.info("group %s: %d members, %d review regions → %s", maps.group, maps.n_members, len(regions), out)
+    return written
+
+
+def _write_maps(grid: Volume, out: Path, *, overwrite: bool, per_class=None, labels=None, floats=None) -> dict:
+    """Write (C, Z, Y, X) maps as 4D NIfTI, label maps and float maps as NIfTI, all in the grid's source geometry."""
+    written = {}
+    for name, data in (per_class or {}).items():
+        written[name] = write_probabilities(data, grid, out / f"{name}.nii.gz", overwrite=overwrite)
+    for kind, maps in ((VolumeKind.LABELS, labels or {}), (VolumeKind.FLOAT_MAP, floats or {})):
+        for name, data in maps.items():
+            vol = grid.with_data(data, kind=kind, name=name)
+            written[name] = write_volume(vol, out / f"{name}.nii.gz", overwrite=overwrite)
     return written
 
 
@@ -124,26 +125,15 @@ def write_rater_outputs(analysis: RaterAnalysis, grid: Volume, out_dir: str | Pa
     from ..io import write_csv
     from .raters import AGREEMENT_COLUMNS
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = {
-        "soft_labels": write_probabilities(analysis.soft_labels, grid, out / "soft_labels.nii.gz", overwrite=overwrite),
-        "rater_variance": write_probabilities(
-            analysis.rater_variance, grid, out / "rater_variance.nii.gz", overwrite=overwrite
-        ),
-        "vote_entropy": write_volume(
-            grid.with_data(analysis.vote_entropy, kind=VolumeKind.FLOAT_MAP, name="vote_entropy"),
-            out / "vote_entropy.nii.gz",
-            overwrite=overwrite,
-        ),
-    }
     label_maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority": analysis.majority}
     if analysis.staple is not None:
         label_maps["staple"] = analysis.staple
-    for name, data in label_maps.items():
-        written[name] = write_volume(
-            grid.with_data(data, kind=VolumeKind.LABELS, name=name), out / f"{name}.nii.gz", overwrite=overwrite
-        )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = _write_maps(
+        grid, out, overwrite=overwrite, labels=label_maps, floats={"vote_entropy": analysis.vote_entropy},
+        per_class={"soft_labels": analysis.soft_labels, "rater_variance": analysis.rater_variance},
+    )  # fmt: skip
     written["agreement"] = write_csv(
         analysis.agreement_rows(), out / "agreement.csv", columns=AGREEMENT_COLUMNS, overwrite=overwrite
     )
