@@ -162,6 +162,60 @@ def _cmd_raters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .metrics.pipeline import CaseFiles, evaluate_files, write_plots, write_table
+
+    files = CaseFiles(
+        raters=tuple(args.rater or ()), probabilities=args.probabilities, members=tuple(args.member or ()),
+        image=args.image, case=args.case,
+    )  # fmt: skip
+    if args.plots and args.mode != "native":
+        raise InvalidInput("--plots needs --mode native (the curvas mode keeps no reliability data).")
+    evaluation = evaluate_files(files, labels=parse_labels(args.labels), mode=args.mode, trust_pickle=args.trust_pickle)
+    out = write_table(evaluation.rows, args.out, overwrite=args.overwrite)
+    for row in evaluation.rows:
+        if row["rater"] in ("mean", "consensus", "pooled") and row["metric"] in _HEADLINE:
+            value = "NaN (" + str(row["reason"]) + ")" if row["value"] != row["value"] else f"{row['value']:.4f}"
+            print(f"{row['organ']:16s} {row['metric']:16s} {row['rater']:10s} {value} {row['unit']}")
+    print(f"{len(evaluation.rows)} rows → {out}")
+    if args.plots:
+        for path in write_plots(evaluation, args.plots, overwrite=args.overwrite):
+            print(f"plot → {path}")
+    return 0
+
+
+_HEADLINE = ("dice_consensus", "hd95", "crps_volume", "confidence", "ece", "ace", "auroc", "aurc", "eaurc")
+
+
+def _cmd_evaluate_cohort(args: argparse.Namespace) -> int:
+    from .metrics.cohort import COHORT_COLUMNS, evaluate_cohort, read_manifest
+    from .metrics.pipeline import write_table
+
+    if args.out and not str(args.out).lower().endswith((".csv", ".json")):
+        raise InvalidInput(f"{args.out}: the results file must end in .csv or .json.")
+    cases = read_manifest(args.manifest)
+    rows = evaluate_cohort(
+        cases, labels=parse_labels(args.labels), mode=args.mode, trust_pickle=args.trust_pickle,
+        scheduler=args.scheduler, workers=args.workers, progress=None if args.quiet else _print_progress,
+    )  # fmt: skip
+    out = write_table([{c: r.get(c) for c in COHORT_COLUMNS} for r in rows], args.out, overwrite=args.overwrite)
+    failed = [r for r in rows if r["metric"] == "error"]
+    for r in failed:
+        print(f"case {r['case']} ({r['group']}) failed: {r['reason']}", file=sys.stderr)
+    print(f"{len(cases) - len(failed)}/{len(cases)} cases evaluated, {len(rows)} rows → {out}")
+    return 1 if failed else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .metrics.compare import read_results, write_comparison
+
+    rows = read_results(args.results)
+    written = write_comparison(rows, args.metric, args.out, group_column=args.group_column, overwrite=args.overwrite)
+    for path in written:
+        print(f"→ {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -223,6 +277,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-staple", action="store_true", help="skip SimpleITK STAPLE (the slowest part)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_raters)
+
+    p = sub.add_parser("evaluate", help="accuracy, calibration and uncertainty metrics of one case against raters")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--probabilities", metavar="P", help="class probabilities (.npz or 4D .nii.gz)")
+    src.add_argument("--member", action="append", metavar="P", help="an ensemble member's probabilities (repeat)")
+    p.add_argument("--rater", action="append", required=True, metavar="R", help="a rater's label map (repeat)")
+    p.add_argument("--image", metavar="IMAGE", help="the CT: grid of .npz files; curvas mode crops to CT > 0")
+    p.add_argument("--labels", help="organs as name=value,… or a labels.json (channel order = increasing value)")
+    p.add_argument("--mode", choices=("native", "curvas"), default="native",
+                   help="native definitions (default) or the official CURVAS 2024 code's numbers")  # fmt: skip
+    p.add_argument("--case", default="case", help="case name written in the table (default 'case')")
+    p.add_argument("--out", required=True, metavar="FILE", help="results table, .csv or .json")
+    p.add_argument("--plots", metavar="DIR", help="write a reliability diagram and a risk–coverage curve (PNG)")
+    p.add_argument("--trust-pickle", action="store_true", help="read nnU-Net .pkl geometry (unpickling runs code)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("evaluate-cohort", help="evaluate every case of a manifest CSV in parallel (Dask)")
+    p.add_argument("manifest", help="CSV with columns case, group, probabilities (or members), rater1, rater2, …")
+    p.add_argument("--out", required=True, metavar="FILE", help="results table, .csv or .json")
+    p.add_argument("--labels", help="organs as name=value,… or a labels.json")
+    p.add_argument("--mode", choices=("native", "curvas"), default="native")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, default=2, help="LocalCluster worker processes (0: serial, no Dask)")
+    p.add_argument("--trust-pickle", action="store_true", help="read nnU-Net .pkl geometry (unpickling runs code)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing results file")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_evaluate_cohort)
+
+    p = sub.add_parser("compare", help="one-sided Mann–Whitney U tests between groups, with violin plots")
+    p.add_argument("results", help="results CSV of evaluate-cohort")
+    p.add_argument("--metric", required=True, help="metric to compare (e.g. ece, dice_consensus, hd95)")
+    p.add_argument("--group-column", default="group", help="column holding the group (default 'group')")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the table and the plots")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")

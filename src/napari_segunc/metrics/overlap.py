@@ -1,0 +1,212 @@
+"""Overlap and surface distances: Dice, consensus Dice, HD95 / HD100 / ASSD, and the CURVAS row-wise Dice.
+
+Definitions (masks are (Z, Y, X), nonzero = inside; spacing in mm, (z, y, x)):
+
+- Dice = 2|A ∩ B| / (|A| + |B|); one mask empty → 0; both empty → NaN ("empty").
+- consensus Dice (CURVAS, native): Dice of pred ∧ ¬D against G ∧ ¬D, where G is the raters' consensus of the organ
+  and D their dissensus: only the voxels the raters agree on count.
+- Surfaces (MONAI convention): surface(M) = M ∧ ¬erosion(M), erosion with the 6-connected cross and everything
+  outside the image counted as background (a mask touching the border has a surface there).
+- Directed distances d(A→B): Euclidean distance in mm from each surface voxel of A to the nearest surface voxel of B.
+  HD95 = max(P95 d(A→B), P95 d(B→A)) with numpy's linear percentile, as MONAI ``compute_hausdorff_distance(
+  percentile=95, directed=False, spacing=…)``; HD100 = the largest distance; ASSD = mean of the two directed sets
+  concatenated, as MONAI ``compute_average_surface_distance(symmetric=True)``.
+- An empty mask makes every surface distance NaN, with the reason naming the empty mask.
+
+Implementation: everything is cropped to the bounding box of the masks' union padded by one voxel (clipped to the
+image) before anything else, and distances come from ``scipy.ndimage.distance_transform_edt(~surface,
+sampling=spacing)`` on that crop only. The crop is exact: every surface voxel of both masks lies inside it, the
+transform gives each voxel the distance to the nearest zero (surface voxel) in the crop, and there is none outside.
+
+- CURVAS Dice (``curvas_dice``): what the official CURVAS 2024 evaluation computes when it gives un-batched
+  ``(S, X, Y)`` arrays to MONAI ``DiceMetric(include_background=False, reduction="mean", ignore_empty=True)``:
+  MONAI reads them as (batch = slices, channel = rows, spatial = columns), so each (slice, row) pair gets a 1D Dice,
+  row 0 of every slice is dropped as the "background channel", pairs whose reference row is empty are ignored, and
+  MONAI's two-step mean follows: per slice, the mean over its valid rows; then the mean over the slices that have
+  a valid row (0.0 when none has, as MONAI returns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from scipy import ndimage
+
+from ..errors import GeometryMismatch, InvalidInput
+from .volume import Result, voxel_volume_ml
+
+__all__ = ["SurfaceDistances", "consensus_dice", "curvas_dice", "dice", "surface", "surface_distances",
+           "surface_distances_many"]  # fmt: skip
+
+
+class SurfaceDistances(NamedTuple):
+    """HD95, HD100 and ASSD (mm) of one prediction against one reference."""
+
+    hd95: Result
+    hd100: Result
+    assd: Result
+
+
+# ---------------------------------------------------------------------------------------------------- checks
+def _mask(a, what: str) -> np.ndarray:
+    m = np.asarray(a)
+    if m.ndim != 3:
+        raise InvalidInput(f"The {what} has shape {m.shape}; a 3D (z, y, x) mask is needed.")
+    return m if m.dtype == bool else m != 0
+
+
+def _same(a: np.ndarray, b: np.ndarray, what: str) -> None:
+    if a.shape != b.shape:
+        raise GeometryMismatch(f"The {what} have shapes {a.shape} and {b.shape} (z, y, x); they must match.")
+
+
+def _spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    voxel_volume_ml(spacing)  # validates: 3 positive finite numbers
+    return tuple(float(v) for v in spacing)
+
+
+# ---------------------------------------------------------------------------------------------------- Dice
+def _dice(a: np.ndarray, b: np.ndarray) -> Result:
+    na, nb = int(np.count_nonzero(a)), int(np.count_nonzero(b))
+    if na + nb == 0:
+        return Result(math.nan, "empty: neither mask has a voxel")
+    return Result(2.0 * int(np.count_nonzero(a & b)) / (na + nb), None)
+
+
+def dice(pred, ref) -> Result:
+    """3D Dice of two masks; 0 when one is empty, NaN ("empty") when both are."""
+    a, b = _mask(pred, "prediction"), _mask(ref, "reference")
+    _same(a, b, "prediction and reference")
+    return _dice(a, b)
+
+
+def consensus_dice(pred, consensus, dissensus) -> Result:
+    """Dice of pred ∧ ¬dissensus against consensus ∧ ¬dissensus (the voxels all raters agree on)."""
+    a, g, d = _mask(pred, "prediction"), _mask(consensus, "consensus"), _mask(dissensus, "dissensus")
+    _same(a, g, "prediction and consensus")
+    _same(a, d, "prediction and dissensus")
+    keep = ~d
+    r = _dice(a & keep, g & keep)
+    return r if r.reason is None else Result(math.nan, "empty: neither the prediction nor the consensus has a voxel")
+
+
+def curvas_dice(pred, ref) -> Result:
+    """The official CURVAS 2024 Dice: MONAI ``DiceMetric`` on un-batched (S, X, Y) arrays (module docstring)."""
+    a, b = _mask(pred, "prediction"), _mask(ref, "reference")
+    _same(a, b, "prediction and reference")
+    a, b = a[:, 1:, :], b[:, 1:, :]  # include_background=False drops "channel" (row) 0
+    inter = np.count_nonzero(a & b, axis=2)
+    sa, sb = np.count_nonzero(a, axis=2), np.count_nonzero(b, axis=2)
+    valid = sb > 0  # ignore_empty=True: rows with an empty reference are NaN and left out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        row_dice = np.where(valid, 2.0 * inter / (sa + sb), 0.0)
+    # MONAI's "mean" reduction: mean over the valid rows ("channels") of each slice ("batch item"), then over the
+    # slices that have one; 0 (not NaN) when nothing is valid
+    n_rows = valid.sum(axis=1)
+    has = n_rows > 0
+    if not has.any():
+        return Result(0.0, None)
+    return Result(float(np.mean(row_dice[has].sum(axis=1) / n_rows[has])), None)
+
+
+# ---------------------------------------------------------------------------------------------------- surfaces
+@numba.njit(cache=True)
+def _surface_numba(m):  # pragma: no cover - compiled
+    nz, ny, nx = m.shape
+    out = np.zeros(m.shape, np.bool_)
+    for z in range(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if not m[z, y, x]:
+                    continue
+                if z == 0 or y == 0 or x == 0 or z == nz - 1 or y == ny - 1 or x == nx - 1:
+                    out[z, y, x] = True
+                elif not (
+                    m[z - 1, y, x] and m[z + 1, y, x] and m[z, y - 1, x] and m[z, y + 1, x] and m[z, y, x - 1]
+                    and m[z, y, x + 1]
+                ):  # fmt: skip
+                    out[z, y, x] = True
+    return out
+
+
+def surface_numpy(mask: np.ndarray) -> np.ndarray:
+    """Surface voxels (mask ∧ ¬erosion, 6-connected, outside = background): the scipy twin of `surface`."""
+    m = _mask(mask, "mask")
+    return m & ~ndimage.binary_erosion(m)
+
+
+def surface(mask: np.ndarray) -> np.ndarray:
+    """Surface voxels of a 3D mask (numba kernel; equals `surface_numpy`)."""
+    return _surface_numba(np.ascontiguousarray(_mask(mask, "mask")))
+
+
+def _box(masks: Sequence[np.ndarray]) -> tuple[slice, ...] | None:
+    """Bounding box of the union padded by one voxel, clipped to the image; None when all are empty."""
+    shape = masks[0].shape
+    lo, hi = [None] * 3, [None] * 3
+    for m in masks:
+        for axis in range(3):
+            hit = np.flatnonzero(m.any(axis=tuple(a for a in range(3) if a != axis)))
+            if hit.size:
+                lo[axis] = hit[0] if lo[axis] is None else min(lo[axis], hit[0])
+                hi[axis] = hit[-1] if hi[axis] is None else max(hi[axis], hit[-1])
+    if lo[0] is None:
+        return None
+    return tuple(slice(max(int(lo[a]) - 1, 0), min(int(hi[a]) + 2, shape[a])) for a in range(3))
+
+
+def _empty_reason(pred_empty: bool, ref_empty: bool) -> str:
+    if pred_empty and ref_empty:
+        return "prediction and reference are empty"
+    return "prediction is empty" if pred_empty else "reference is empty"
+
+
+def _distances(d_ab: np.ndarray, d_ba: np.ndarray) -> SurfaceDistances:
+    hd95 = max(float(np.percentile(d_ab, 95)), float(np.percentile(d_ba, 95)))
+    hd100 = max(float(d_ab.max()), float(d_ba.max()))
+    assd = float((d_ab.sum(dtype=np.float64) + d_ba.sum(dtype=np.float64)) / (d_ab.size + d_ba.size))
+    return SurfaceDistances(Result(hd95, None), Result(hd100, None), Result(assd, None))
+
+
+def _nan(reason: str) -> SurfaceDistances:
+    return SurfaceDistances(Result(math.nan, reason), Result(math.nan, reason), Result(math.nan, reason))
+
+
+def surface_distances(pred, ref, spacing: Sequence[float]) -> SurfaceDistances:
+    """HD95, HD100 and ASSD (mm) of `pred` against `ref` (module docstring); NaN with a reason for empty masks."""
+    return surface_distances_many(pred, [ref], spacing)[0]
+
+
+def surface_distances_many(pred, refs: Sequence, spacing: Sequence[float]) -> list[SurfaceDistances]:
+    """One prediction against several references (raters), sharing the prediction's surface and distance map.
+
+    Equals ``[surface_distances(pred, r, spacing) for r in refs]``.
+    """
+    s = _spacing(spacing)
+    a = _mask(pred, "prediction")
+    bs = [_mask(r, f"reference {k + 1}") for k, r in enumerate(refs)]
+    for b in bs:
+        _same(a, b, "prediction and reference")
+    box = _box([a, *bs])
+    if box is None:
+        return [_nan(_empty_reason(True, True)) for _ in bs]
+    a = a[box]
+    surf_a = surface(a)
+    pred_empty = not surf_a.any()
+    dist_a = None
+    out = []
+    for b in bs:
+        b = b[box]
+        surf_b = surface(b)
+        if pred_empty or not surf_b.any():
+            out.append(_nan(_empty_reason(pred_empty, not surf_b.any())))
+            continue
+        if dist_a is None:
+            dist_a = ndimage.distance_transform_edt(~surf_a, sampling=s)
+        dist_b = ndimage.distance_transform_edt(~surf_b, sampling=s)
+        out.append(_distances(dist_b[surf_a], dist_a[surf_b]))
+    return out
