@@ -100,9 +100,12 @@ def test_aurc_and_curve_equal_the_published_loop(levels):
     assert got.aurc.value == pytest.approx(aurc_ref(risk, confids), abs=1e-12)
     assert got.eaurc.value == pytest.approx(eaurc_ref(risk, confids), abs=1e-12)
     assert 0 < got.eaurc.value < got.aurc.value
-    auroc, curve = rk.error_ranking(entropy, pred, raters)
-    assert curve.aurc.value == got.aurc.value
-    assert auroc.value == rk.error_detection_auroc(entropy, pred, raters).value
+    auroc, curve = rk.error_ranking(entropy, pred, raters)  # the compiled one-pass version the suite uses
+    np.testing.assert_allclose(curve.selective_risk, sel, rtol=0, atol=1e-12)  # same subtractions as the loop
+    np.testing.assert_allclose(curve.weights, w, rtol=0, atol=1e-15)
+    assert curve.aurc.value == pytest.approx(aurc_ref(risk, confids), abs=1e-12)
+    assert curve.eaurc.value == pytest.approx(eaurc_ref(risk, confids), abs=1e-12)
+    assert auroc.value == pytest.approx(rk.error_detection_auroc(entropy, pred, raters).value, abs=1e-12)
 
 
 def test_risk_coverage_edge_cases_and_thinning():

@@ -29,7 +29,9 @@ transform gives each voxel the distance to the nearest zero (surface voxel) in t
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numba
@@ -196,17 +198,21 @@ def surface_distances_many(pred, refs: Sequence, spacing: Sequence[float]) -> li
         return [_nan(_empty_reason(True, True)) for _ in bs]
     a = a[box]
     surf_a = surface(a)
+    surf_bs = [surface(b[box]) for b in bs]
     pred_empty = not surf_a.any()
-    dist_a = None
+    pairs = [not pred_empty and sb.any() for sb in surf_bs]
+    if not any(pairs):
+        return [_nan(_empty_reason(pred_empty, not sb.any())) for sb in surf_bs]
+    # the transforms are independent and scipy releases the GIL in them: run them side by side
+    todo = [surf_a] + [sb for sb, ok in zip(surf_bs, pairs, strict=True) if ok]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(todo), os.cpu_count() or 1))) as pool:
+        maps = list(pool.map(lambda m: ndimage.distance_transform_edt(~m, sampling=s), todo))
+    dist_a, dist_bs = maps[0], iter(maps[1:])
     out = []
-    for b in bs:
-        b = b[box]
-        surf_b = surface(b)
-        if pred_empty or not surf_b.any():
-            out.append(_nan(_empty_reason(pred_empty, not surf_b.any())))
+    for sb, ok in zip(surf_bs, pairs, strict=True):
+        if not ok:
+            out.append(_nan(_empty_reason(pred_empty, not sb.any())))
             continue
-        if dist_a is None:
-            dist_a = ndimage.distance_transform_edt(~surf_a, sampling=s)
-        dist_b = ndimage.distance_transform_edt(~surf_b, sampling=s)
-        out.append(_distances(dist_b[surf_a], dist_a[surf_b]))
+        dist_b = next(dist_bs)
+        out.append(_distances(dist_b[surf_a], dist_a[sb]))
     return out

@@ -30,9 +30,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
+from ..uncertainty.raters import RaterVotes
 from ..volume import Volume
 from . import calibration as cal
 from . import overlap as ov
@@ -98,6 +100,40 @@ def _organs(labels: Mapping[str, int] | None, n_channels: int, raters: Sequence[
     return {i: f"label {i}" for i in range(1, n_channels)}
 
 
+@numba.njit(cache=True, parallel=True)
+def _stats_kernel(p):  # pragma: no cover - compiled
+    """Per slice: min, max (NaN propagates) and min/max of the per-voxel class sums."""
+    n_classes, nz, ny, nx = p.shape
+    out = np.empty((nz, 4), np.float64)
+    for z in numba.prange(nz):
+        lo, hi, s_lo, s_hi = np.inf, -np.inf, np.inf, -np.inf
+        for y in range(ny):
+            for x in range(nx):
+                s = 0.0
+                for c in range(n_classes):
+                    v = np.float64(p[c, z, y, x])
+                    if v != v:
+                        lo = np.nan
+                        hi = np.nan
+                    elif lo == lo:
+                        lo = min(lo, v)
+                        hi = max(hi, v)
+                    s += v
+                s_lo = min(s_lo, s)
+                s_hi = max(s_hi, s)
+        out[z, 0], out[z, 1], out[z, 2], out[z, 3] = lo, hi, s_lo, s_hi
+    return out
+
+
+def _probability_stats(p: np.ndarray) -> tuple[float, float, float, float]:
+    """(min, max, min class sum, max class sum) of (C, Z, Y, X) probabilities; NaN min/max when any value is NaN."""
+    per_slice = _stats_kernel(p)
+    if np.isnan(per_slice[:, 0]).any():
+        return math.nan, math.nan, math.nan, math.nan
+    return (float(per_slice[:, 0].min()), float(per_slice[:, 1].max()), float(per_slice[:, 2].min()),
+            float(per_slice[:, 3].max()))  # fmt: skip
+
+
 def prepare_probabilities(probabilities: np.ndarray, n_organs: int) -> np.ndarray:
     """(C, Z, Y, X) with background first: checked, and the background channel added when only organs are given.
 
@@ -113,7 +149,7 @@ def prepare_probabilities(probabilities: np.ndarray, n_organs: int) -> np.ndarra
             f"one channel per organ ({n_organs + 1}) or the organ channels only ({n_organs}), and name the organs "
             "with --labels in channel order."
         )
-    lo, hi = float(np.min(p)), float(np.max(p))
+    lo, hi, sum_lo, sum_hi = _probability_stats(p)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise InvalidInput("The class probabilities contain NaN or infinite values.")
     if lo < -_RANGE_ATOL or hi > 1 + _RANGE_ATOL:
@@ -121,18 +157,17 @@ def prepare_probabilities(probabilities: np.ndarray, n_organs: int) -> np.ndarra
             f"The class probabilities range from {lo:g} to {hi:g}; they must lie in [0, 1] (softmax outputs, not "
             "logits)."
         )
-    total = np.sum(p, axis=0, dtype=np.float32)
     if p.shape[0] == n_organs + 1:
-        off = float(np.max(np.abs(total - 1.0)))
+        off = max(abs(sum_lo - 1.0), abs(sum_hi - 1.0))
         if off > _SUM_ATOL:
             raise InvalidInput(
                 f"The class probabilities sum to 1 ± {off:.3g} at some voxels (tolerance {_SUM_ATOL}); they are not "
                 "normalised. If the background channel is missing, give the organ channels only."
             )
         return p
-    over = float(np.max(total))
-    if over > 1 + _SUM_ATOL:
-        raise InvalidInput(f"The organ probabilities sum to {over:.4g} at some voxels; the sum must not exceed 1.")
+    if sum_hi > 1 + _SUM_ATOL:
+        raise InvalidInput(f"The organ probabilities sum to {sum_hi:.4g} at some voxels; the sum must not exceed 1.")
+    total = np.sum(p, axis=0, dtype=np.float32)
     background = np.clip(1.0 - total, 0.0, 1.0).astype(p.dtype)[None]
     return np.concatenate([background, p], axis=0)
 
@@ -145,14 +180,39 @@ def _class_indices(rater: np.ndarray, organ_values: Sequence[int], name: str) ->
     lo, hi = int(a.min()), int(a.max())
     if lo < 0:
         raise InvalidInput(f"Rater '{name}' has negative label values ({lo}); label maps use 0 for background.")
+    if list(organ_values) == list(range(1, len(organ_values) + 1)) and hi <= len(organ_values):
+        return a if a.dtype == np.uint8 else a.astype(np.uint8)  # labels 1…n are already the channel indices
     lut = np.zeros(max(hi, max(organ_values, default=0)) + 1, np.uint8)
     for i, v in enumerate(organ_values, start=1):
         lut[v] = i
-    present = np.flatnonzero(np.bincount(a.ravel(), minlength=0)) if hi < 65536 else np.unique(a)
+    present = np.flatnonzero(np.bincount(a.ravel())) if hi < 65536 else np.unique(a)
     other = sorted(set(int(v) for v in present) - set(organ_values) - {0})
     if other:
         log.info("rater '%s': labels %s are not evaluated organs and count as background", name, other[:20])
     return lut[a]
+
+
+@numba.njit(cache=True, parallel=True)
+def _argmax_kernel(p, out):  # pragma: no cover - compiled
+    """out[z, y, x] = first c maximising p[c, z, y, x] (np.argmax semantics, NaN-free input)."""
+    n_classes, nz, ny, nx = p.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                best = p[0, z, y, x]
+                arg = 0
+                for c in range(1, n_classes):
+                    if p[c, z, y, x] > best:
+                        best = p[c, z, y, x]
+                        arg = c
+                out[z, y, x] = arg
+
+
+def _argmax(p: np.ndarray) -> np.ndarray:
+    """argmax over classes as uint8 (uint16 beyond 256 classes), one parallel pass."""
+    out = np.empty(p.shape[1:], np.uint8 if p.shape[0] <= 256 else np.uint16)
+    _argmax_kernel(p, out)
+    return out
 
 
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
@@ -166,14 +226,24 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
     return tuple(out)
 
 
+@numba.njit(cache=True, parallel=True)
+def _entropy_kernel(p, out):  # pragma: no cover - compiled
+    n_classes, nz, ny, nx = p.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                h = 0.0
+                for c in range(n_classes):
+                    v = np.float64(p[c, z, y, x])
+                    if v > 0.0:
+                        h -= v * np.log(v)
+                out[z, y, x] = h
+
+
 def _entropy(p: np.ndarray) -> np.ndarray:
-    """Predictive entropy (nats) of (C, ...) probabilities, float32, 0·log 0 = 0."""
-    out = np.zeros(p.shape[1:], np.float32)
-    for c in range(p.shape[0]):
-        pc = p[c].astype(np.float32, copy=False)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            term = pc * np.log(pc)
-        out -= np.where(pc > 0, term, 0.0).astype(np.float32)
+    """Predictive entropy (nats) of (C, Z, Y, X) probabilities, float32, 0·log 0 = 0."""
+    out = np.empty(p.shape[1:], np.float32)
+    _entropy_kernel(p, out)
     return out
 
 
@@ -284,7 +354,7 @@ def evaluate_case(
 
 def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> CaseEvaluation:
     full_shape = p.shape[1:]
-    pred_full = np.argmax(p, axis=0).astype(np.uint8)
+    pred_full = _argmax(p)
     foreground = pred_full != 0
     for c in classes:
         foreground |= c != 0
@@ -306,7 +376,9 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
 
     for i, (value, organ) in enumerate(organs.items(), start=1):
         masks = [c == i for c in cls]
-        votes = np.sum(masks, axis=0, dtype=np.uint8) if k > 1 else masks[0].astype(np.uint8)
+        votes = masks[0].astype(np.uint8)
+        for m in masks[1:]:
+            votes += m
         consensus, dissensus = votes == k, (votes > 0) & (votes < k)
         pred_o = pred == i
         table.add(organ, value, "dice_consensus", "consensus", ov.consensus_dice(pred_o, consensus, dissensus))
@@ -314,13 +386,15 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
         surfaces = ov.surface_distances_many(pred_o, masks, spacing)
         for metric in ("hd95", "hd100", "assd"):
             table.per_rater(organ, value, metric, names, [getattr(s, metric) for s in surfaces], "mm")
-        table.add(organ, value, "confidence", "consensus", confidence(pc[i], masks, label=1))
+        organ_votes = RaterVotes(votes=votes[None], labels=(1,), label_names={1: organ}, names=tuple(names),
+                                 missing_labels={})  # fmt: skip
+        table.add(organ, value, "confidence", "consensus", confidence(pc[i], organ_votes, label=1))
         table.add(organ, value, "crps_volume", "consensus",
                   volume_crps(p[i], classes, spacing=spacing, label=i, mode=CRPSMode.NATIVE), "ml")  # fmt: skip
         ece, mce = cal.organ_calibration(pc[i], masks)
         table.add(organ, value, "ece_organ", "mean", ece)
         table.add(organ, value, "mce_organ", "mean", mce)
-        table.add(organ, value, "ncc", "consensus", rater_variance_ncc(entropy, masks, label=1))
+        table.add(organ, value, "ncc", "consensus", rater_variance_ncc(entropy, organ_votes, label=1))
         for key, r in entropy_summaries(maps, organ=i).items():
             if key.endswith("_organ"):
                 table.add(organ, value, key.removesuffix("_organ"), "prediction", r, "nats")
@@ -361,7 +435,7 @@ def _curvas_crop(image: Volume | np.ndarray | None, shape: tuple[int, ...]) -> t
 
 def _curvas(table, p, classes, organs, names, roi) -> None:
     organ_p = p[(slice(1, None), *roi)]
-    pred = np.argmax(p[(slice(None), *roi)], axis=0).astype(np.uint8)
+    pred = _argmax(p[(slice(None), *roi)])
     cls = [c[roi] for c in classes]
     k = len(cls)
     for i, (value, organ) in enumerate(organs.items(), start=1):
