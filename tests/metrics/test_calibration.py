@@ -59,16 +59,13 @@ def test_confidence_one_goes_to_the_last_bin_not_a_bin_of_its_own():
     p = np.zeros((2, 1, 1, 10))
     p[1] = [1.0, 1.0, 1.0, 1.0, 0.99, 0.99, 0.99, 0.99, 0.99, 0.99]
     p[0] = 1 - p[1]
-    target = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], np.uint8).reshape(1, 1, 10)
-    res = cal.top_label_calibration(p, [target])
-    # native: one bin [0.98, 1] holding all ten: accuracy 0.8, confidence 0.994 → 0.194
-    assert res.ece.value == pytest.approx(0.194, abs=1e-12)
-    # torchmetrics: 1.0 alone (accuracy 1, gap 0) and 0.99 (accuracy 4/6, gap 0.3233) weighted 0.6 → 0.194
-    # the two agree here by construction of the weights; with all-correct 1.0 voxels and misses at 0.99 they differ:
-    target2 = np.array([1, 1, 1, 1, 0, 0, 0, 1, 1, 1], np.uint8).reshape(1, 1, 10)
-    native = cal.top_label_calibration(p, [target2]).ece.value
-    assert native == pytest.approx(abs(0.7 - 0.994), abs=1e-12)
-    assert tm_exact(p, target2, "l1") == pytest.approx(0.6 * abs(0.5 - 0.99), abs=1e-7)
+    # two of the four 1.0 voxels are wrong (gap −0.5), the six 0.99 voxels are right (gap +0.01)
+    target = np.array([1, 1, 0, 0, 1, 1, 1, 1, 1, 1], np.uint8).reshape(1, 1, 10)
+    native = cal.top_label_calibration(p, [target]).ece.value
+    # native: one bin [0.98, 1] with all ten: accuracy 0.8, confidence 0.994 → |0.8 − 0.994| = 0.194
+    assert native == pytest.approx(0.194, abs=1e-12)
+    # torchmetrics: 1.0 in a bin of its own: 0.4·|0.5 − 1| + 0.6·|1 − 0.99| = 0.206
+    assert tm_exact(p, target, "l1") == pytest.approx(0.206, abs=1e-7)
 
 
 def values_calib_stats(correct, confids):

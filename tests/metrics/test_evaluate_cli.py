@@ -6,6 +6,7 @@ import csv
 import json
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 import scipy.stats
@@ -93,8 +94,6 @@ def test_evaluate_with_members_fills_mutual_information(cohort, tmp_path):
 
 
 def test_evaluate_refuses_a_rater_on_another_grid(cohort, tmp_path, capsys):
-    import nibabel as nib
-
     root, cases = cohort
     paths, probs, _ = cases[0]
     img = nib.load(paths["rater_1"])
@@ -126,7 +125,11 @@ def test_cohort_on_two_dask_workers_equals_serial(cohort, tmp_path):
     assert len(parsed) == 7 and parsed[-1].files.raters[0].endswith("rater_1.nii.gz")
     labels = json.loads((root / "case0" / "labels.json").read_text())
     serial = evaluate_cohort(parsed, labels=labels, workers=0)
-    dask = evaluate_cohort(parsed, labels=labels, workers=2)
+    from distributed import LocalCluster
+
+    # an existing scheduler (--scheduler ADDRESS) with two worker processes
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        dask = evaluate_cohort(parsed, labels=labels, scheduler=cluster.scheduler_address)
     assert len(serial) == len(dask) > 6 * 50
     for a, b in zip(serial, dask, strict=True):
         assert {k: a[k] for k in a if k != "value"} == {k: b[k] for k in b if k != "value"}
@@ -140,8 +143,10 @@ def test_cohort_cli_and_compare(cohort, tmp_path, capsys):
     manifest = _manifest(root, cases, broken=False)
     out = tmp_path / "results.csv"
     labels = str(root / "case0" / "labels.json")
-    assert main(["evaluate-cohort", str(manifest), "--out", str(out), "--labels", labels, "--workers", "0"]) == 0
-    assert "6/6 cases evaluated" in capsys.readouterr().out
+    # the default: a LocalCluster started and stopped by the command
+    assert main(["evaluate-cohort", str(manifest), "--out", str(out), "--labels", labels, "--workers", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "6/6 cases evaluated" in captured.out and "6/6" in captured.err  # the progress bar
     assert main(["compare", str(out), "--metric", "ece", "--out", str(tmp_path / "cmp")]) == 0
     table = _rows(tmp_path / "cmp" / "mannwhitney_ece.csv")
     assert {(r["group_a"], r["group_b"]) for r in table} == {("sharp", "blurred"), ("blurred", "sharp")}
@@ -163,3 +168,58 @@ def test_compare_refuses_unknown_metric(cohort, tmp_path):
     rows = [{"case": "a", "group": "g", "organ": "all", "metric": "ece", "rater": "mean", "value": 0.1}]
     with pytest.raises(Exception, match="metrics present: ece"):
         compare_groups(rows, "dice")
+
+
+def test_evaluate_on_the_values_toy_raters_matches_the_references(values_toy, tmp_path):
+    """Real 3-rater data through the command: every checked number equals its reference library."""
+    import importlib
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+    from scipy import ndimage
+    from sklearn.metrics import roc_auc_score
+
+    from napari_segunc.io import read_volume
+
+    tm_ce = importlib.import_module("torchmetrics.functional.classification.calibration_error")
+    image = read_volume(values_toy / "imagesTr" / "0003.nii.gz")
+    paths = [values_toy / "labelsTr" / f"0003_0{k}.nii.gz" for k in range(3)]
+    raters = [read_volume(p, kind="labels").data for p in paths]
+    soft = np.mean([r == 1 for r in raters], axis=0).astype(np.float32)
+    fg = np.clip(ndimage.gaussian_filter(soft, 1.0) * 1.2, 0.001, 0.999).astype(np.float32)
+    probs = np.stack([1 - fg, fg])
+    prob_path = write_probabilities(probs, image, tmp_path / "p.nii.gz")
+    args = ["evaluate", "--probabilities", str(prob_path), "--image", str(values_toy / "imagesTr" / "0003.nii.gz")]
+    for p in paths:
+        args += ["--rater", str(p)]
+    assert main([*args, "--labels", "lesion=1", "--out", str(tmp_path / "r.csv")]) == 0
+    rows = {(r["organ"], r["metric"], r["rater"]): r for r in _rows(tmp_path / "r.csv")}
+    pred = probs.argmax(0)
+    names = [p.name.removesuffix(".nii.gz") for p in paths]
+    for name, r in zip(names, raters, strict=True):
+        a, b = pred == 1, r == 1
+        assert float(rows[("lesion", "dice", name)]["value"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+        hd = compute_hausdorff_distance(torch.from_numpy(a[None, None]), torch.from_numpy(b[None, None]),
+                                        percentile=95, spacing=list(image.spacing)).item()  # fmt: skip
+        assert float(rows[("lesion", "hd95", name)]["value"]) == pytest.approx(hd, rel=1e-5)
+    # whole-ROI metrics on the ROI box (bounding box of everything drawn or predicted + 20 voxels)
+    fgm = pred > 0
+    for r in raters:
+        fgm |= r > 0
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(fgm.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(hit[0] - 20, 0), min(hit[-1] + 21, fgm.shape[axis])))
+    pc = probs[(slice(None), *box)]
+    flat = torch.from_numpy(pc.reshape(2, -1).T.astype(np.float64).copy())
+    eces = []
+    for r in raters:
+        conf, acc = tm_ce._multiclass_calibration_error_update(
+            flat, torch.from_numpy(r[tuple(box)].ravel().astype(np.int64))
+        )
+        eces.append(tm_ce._ce_compute(conf.double(), acc.double(), 50, norm="l1").item())
+    assert float(rows[("all", "ece", "mean")]["value"]) == pytest.approx(np.mean(eces), abs=1e-7)
+    ent = scipy.stats.entropy(pc.astype(np.float64), axis=0).ravel()
+    y = np.concatenate([pred[tuple(box)].ravel() != r[tuple(box)].ravel() for r in raters])
+    auroc = roc_auc_score(y, np.tile(ent, 3))
+    assert float(rows[("all", "auroc", "pooled")]["value"]) == pytest.approx(auroc, abs=1e-6)

@@ -241,3 +241,21 @@ def test_curvas_mode_reproduces_the_official_flow(phantom_case):
     # the row-wise Dice differs from the volumetric one the native mode reports
     nat = evaluate_case(organ_probs, raters, spacing=c["spacing"], labels={"panc": 1, "kidn": 2, "livr": 3})
     assert abs(nat.value("dice_consensus", "panc", "consensus") - dice[1]) > 1e-3
+
+
+def test_suite_kernels_equal_their_numpy_twins():
+    from napari_segunc.metrics import suite
+
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet([0.3] * 5, size=(7, 9, 11)).astype(np.float32)
+    p = np.ascontiguousarray(np.moveaxis(p, -1, 0))
+    p[:, 0, 0, :3] = [[0.5], [0.5], [0], [0], [0]] * np.ones(3, np.float32)  # ties: first maximum wins
+    np.testing.assert_array_equal(suite._argmax(p), np.argmax(p, axis=0))
+    np.testing.assert_allclose(suite._entropy(p), scipy.stats.entropy(p.astype(np.float64), axis=0), atol=2e-6)
+    sums = p.astype(np.float64).sum(axis=0)
+    assert suite._probability_stats(p) == pytest.approx((p.min(), p.max(), sums.min(), sums.max()))
+    view = p[:, 1:5, ::2]  # non-contiguous input, as the ROI crops are
+    np.testing.assert_array_equal(suite._argmax(view), np.argmax(view, axis=0))
+    bad = p.copy()
+    bad[2, 3, 4, 5] = np.nan
+    assert all(math.isnan(v) for v in suite._probability_stats(bad))
