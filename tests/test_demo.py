@@ -60,3 +60,7 @@ def test_headless_demo_writes_a_screenshot_next_to_an_existing_one(tmp_path):
     assert rgb.std() > 10  # not blank
     colourful = (np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])) > 60
     assert colourful.sum() > 500  # the rater outlines are drawn in label colours over the gray CT
+    # the shipped demo ensemble ran once (the second run reused its maps) and its maps are on screen
+    assert proc.stdout.count("running the demo ensemble") == 0
+    for name in ("segmentation", "entropy", "mutual_information"):
+        assert (tmp_path / "study" / "ensemble" / f"{name}.nii.gz").is_file()

@@ -216,6 +216,45 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from .inference.nnunet import discover_members, predict_job, read_ensemble_file
+    from .io import read_volume
+    from .progress import run_job
+    from .uncertainty.pipeline import output_folder, write_ensemble_outputs
+
+    image = read_volume(args.image)
+    if args.ensemble:
+        members = read_ensemble_file(args.ensemble)
+    elif args.model:
+        members = discover_members(args.model, folds=args.folds, checkpoint=args.checkpoint)
+    else:
+        from .inference.demo_models import demo_ensemble_file
+
+        members = read_ensemble_file(demo_ensemble_file())
+    job = predict_job(
+        image, members, device=args.device, tta=args.tta, trust_checkpoint=args.trust_checkpoint,
+        class_variance=not args.no_class_variance, mc_dropout=args.mc_dropout,
+    )  # fmt: skip
+    acc, grid = run_job(job, None if args.quiet else _print_progress)
+    labels = _labels_of(members[0].model_dir)
+    for group in acc.groups:
+        maps = acc.result(group, normalized=args.normalized, consume=True)
+        folder = output_folder(args.out, group)
+        write_ensemble_outputs(maps, grid, folder, labels=labels, overwrite=args.overwrite)
+        print(f"{group:12s} {maps.n_members} member(s) → {folder}")
+    return 0
+
+
+def _labels_of(model_dir: str) -> dict[str, int] | None:
+    from pathlib import Path
+
+    try:
+        labels = json.loads((Path(model_dir) / "dataset.json").read_text())["labels"]
+        return {str(k): int(v) for k, v in labels.items() if isinstance(v, int) and v != 0}
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -313,6 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the table and the plots")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("predict", help="run an nnU-Net v2 ensemble on an image: probabilities and uncertainty maps")
+    p.add_argument("image", help="the image (NIfTI, NRRD, MHA or a DICOM folder)")
+    p.add_argument("--model", action="append", metavar="DIR", help="an nnU-Net trained-model folder (repeat)")
+    p.add_argument("--ensemble", metavar="FILE", help="JSON/YAML file naming members and groups")
+    p.add_argument("--folds", nargs="+", help="folds to use (default: every fold found)")
+    p.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name in each fold")
+    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tta", choices=("flips",), help="test-time augmentation: every axis-flip combination")
+    p.add_argument("--mc-dropout", type=int, default=0, metavar="N",
+                   help="N dropout samples per member (only for networks with dropout layers)")  # fmt: skip
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of checkpoints that need it (can run code)")  # fmt: skip
+    p.add_argument("--normalized", action="store_true", help="divide entropies and MI by ln C (range 0..1)")
+    p.add_argument("--no-class-variance", action="store_true", help="skip the per-class variance map")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (a sub-folder per group)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")

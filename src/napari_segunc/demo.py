@@ -56,7 +56,8 @@ def run_demo(
     if not headless_child and not _has_display():
         return _rerun_under_xvfb(out_dir=out_dir, screenshot=screenshot, seed=seed)
     image_path, rater_paths = _study_files(Path(out_dir), seed)
-    return _show(image_path, rater_paths, screenshot=screenshot, interactive=not headless_child)
+    map_paths = _ensemble_maps(Path(out_dir), image_path)
+    return _show(image_path, rater_paths, map_paths, screenshot=screenshot, interactive=not headless_child)
 
 
 def _rerun_under_xvfb(*, out_dir, screenshot, seed: int) -> int:
@@ -102,7 +103,37 @@ def _study_files(out_dir: Path, seed: int) -> tuple[Path, list[Path]]:
     return paths["image"], [paths[r.name] for r in study.raters]
 
 
-def _show(image_path: Path, rater_paths: list[Path], *, screenshot, interactive: bool) -> int:
+ENSEMBLE_MAPS = ("segmentation", "entropy", "mutual_information")
+
+
+def _ensemble_maps(out_dir: Path, image_path: Path) -> list[Path]:
+    """Run the shipped demo ensemble on the study once (``<out_dir>/ensemble/``); [] when it is not installed."""
+    from .inference.demo_models import DEMO_DIR, demo_ensemble_file
+
+    folder = out_dir / "ensemble"
+    paths = [folder / f"{name}.nii.gz" for name in ENSEMBLE_MAPS]
+    if all(p.exists() for p in paths):
+        log.info("using the ensemble maps already in %s", folder)
+        return paths
+    if not (DEMO_DIR / "ensemble.json").is_file():
+        log.warning("the demo ensemble is not installed: showing the study without model outputs")
+        return []
+    from .inference.nnunet import predict_job, read_ensemble_file
+    from .io import read_volume
+    from .phantom import LABELS
+    from .progress import run_job
+    from .uncertainty.pipeline import write_ensemble_outputs
+
+    members = read_ensemble_file(demo_ensemble_file())
+    print(f"running the demo ensemble ({len(members)} nnU-Net models) on the study …", flush=True)
+    job = predict_job(read_volume(image_path), members, device="auto", mirroring=False, class_variance=False)
+    acc, grid = run_job(job, None)
+    write_ensemble_outputs(acc.result(consume=True), grid, folder, labels=dict(LABELS), overwrite=False)
+    print(f"ensemble maps written to {folder}")
+    return paths
+
+
+def _show(image_path: Path, rater_paths: list[Path], map_paths: list[Path], *, screenshot, interactive: bool) -> int:
     import napari
 
     from ._qt.open_study import OpenStudyWidget
@@ -116,6 +147,13 @@ def _show(image_path: Path, rater_paths: list[Path], *, screenshot, interactive:
     for layer in viewer.layers[1:]:  # rater maps as outlines: the CT stays visible and disagreement shows
         layer.contour = 1
         layer.opacity = 1.0
+    for data, kwargs, layer_type in read_layers([str(p) for p in map_paths]):
+        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
+        if layer_type == "labels":
+            layer.opacity = 0.35  # the ensemble's segmentation, filled and light
+        else:  # entropy and mutual information over the CT
+            layer.colormap, layer.blending, layer.opacity = "inferno", "additive", 0.7
+            layer.visible = layer.name.startswith("entropy")
     widget = OpenStudyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Open study", area="right")
     widget.use_image_layer(viewer.layers[0])

@@ -1,0 +1,400 @@
+"""nnU-Net v2 ensembles streamed into the uncertainty accumulator: ``segunc predict`` and the Predict button.
+
+Members are folds of nnU-Net v2 trained-model folders (``dataset.json``, ``plans.json``, ``fold_k/checkpoint_*.pth``):
+the user's own or e.g. TotalSegmentator's. Each member is run by nnU-Net's own ``nnUNetPredictor`` (its
+preprocessing, sliding window with Gaussian weighting, test-time mirroring and resampling back to the image's
+geometry), one fold at a time, and its class probabilities go straight into `EnsembleAccumulator`: probabilities
+are averaged, never logits, and nothing is written per member unless asked.
+
+Checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` (tensors, numbers, strings and plain
+containers only), which is enough for nnU-Net's own checkpoints; one that needs arbitrary unpickling is refused
+unless the caller trusts it (``trust_checkpoint=True``, ``--trust-checkpoint``), because unpickling can run code.
+
+The image goes to nnU-Net in its file's array order with its file's spacing (as ``nnUNetv2_predict`` would read it
+with SimpleITK), and the probabilities come back on our canonical grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import pickle
+import queue
+import threading
+from collections.abc import Generator, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInput, SegUncError
+from ..progress import Progress
+from ..volume import Volume, array_to_canonical, array_to_source
+
+__all__ = ["Cancelled", "Member", "discover_members", "load_member", "predict_job", "read_ensemble_file"]
+
+log = logging.getLogger(__name__)
+
+TTA_GROUP = "tta"
+MC_GROUP = "mc_dropout"
+
+
+class Cancelled(SegUncError):
+    """The prediction was stopped by the user."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One ensemble member: a fold of an nnU-Net trained-model folder."""
+
+    model_dir: str
+    fold: str
+    checkpoint: str = "checkpoint_final.pth"
+    name: str = ""
+    group: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{Path(self.model_dir).name}/fold_{self.fold}"
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return Path(self.model_dir) / f"fold_{self.fold}" / self.checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------- members
+def _folds(model_dir: Path, checkpoint: str) -> list[str]:
+    found = sorted(p.name.removeprefix("fold_") for p in model_dir.glob("fold_*") if (p / checkpoint).is_file())
+    numeric = sorted((f for f in found if f.isdigit()), key=int)
+    return numeric or [f for f in found if not f.isdigit()]
+
+
+def discover_members(
+    model_dirs: Iterable[str | Path], *, folds: Sequence[str] | None = None, checkpoint: str = "checkpoint_final.pth"
+) -> list[Member]:
+    """Every fold of every model folder is one member (or the given `folds`), checked to exist."""
+    members = []
+    for d in model_dirs:
+        d = Path(d).expanduser()
+        _check_folder(d)
+        use = [str(f) for f in folds] if folds else _folds(d, checkpoint)
+        if not use:
+            raise InvalidInput(f"{d} has no fold_*/{checkpoint}; is it a trained nnU-Net model folder?")
+        for f in use:
+            m = Member(str(d), f, checkpoint)
+            if not m.checkpoint_path.is_file():
+                raise InvalidInput(f"{m.checkpoint_path} does not exist (folds there: {_folds(d, checkpoint)}).")
+            members.append(m)
+    if not members:
+        raise InvalidInput("No model was given.")
+    return members
+
+
+def read_ensemble_file(path: str | Path) -> list[Member]:
+    """Members from a JSON or YAML file: ``{"members": [{"model": DIR, "folds": [...], "checkpoint": ..., "group":
+    ..., "name": ...}, ...]}``; relative model paths are relative to the file."""
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            spec = yaml.safe_load(text)
+        else:
+            spec = json.loads(text)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"{p}: cannot read the ensemble file ({exc}).") from None
+    entries = spec.get("members") if isinstance(spec, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInput(f"{p}: expected a 'members' list of {{model, folds, group, name}} entries.")
+    members = []
+    for i, e in enumerate(entries, start=1):
+        if not isinstance(e, dict) or "model" not in e:
+            raise InvalidInput(f"{p}: member {i} needs a 'model' folder.")
+        model = Path(e["model"]).expanduser()
+        model = model if model.is_absolute() else p.parent / model
+        found = discover_members([model], folds=e.get("folds"), checkpoint=e.get("checkpoint", "checkpoint_final.pth"))
+        for m in found:
+            name = e.get("name") or m.label
+            if len(found) > 1:
+                name = f"{name}/fold_{m.fold}"
+            members.append(dataclasses.replace(m, name=name, group=e.get("group")))
+    return members
+
+
+def _check_folder(d: Path) -> None:
+    if not d.is_dir():
+        raise InvalidInput(f"{d} is not a folder; give an nnU-Net trained-model folder (with dataset.json).")
+    missing = [f for f in ("dataset.json", "plans.json") if not (d / f).is_file()]
+    if missing:
+        raise InvalidInput(f"{d} lacks {', '.join(missing)}: not a complete nnU-Net trained-model folder.")
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+def _load_checkpoint(path: Path, trust: bool) -> dict:
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
+        if "weights_only" not in str(exc) and not isinstance(exc, pickle.UnpicklingError):
+            raise InvalidInput(f"{path} is not a readable PyTorch checkpoint ({exc}).") from None
+        if not trust:
+            raise InvalidInput(
+                f"{path} holds Python objects beyond tensors and plain values, so loading it means unpickling, which "
+                "can run code. If you trust where it comes from, pass --trust-checkpoint."
+            ) from None
+        log.warning("unpickling %s fully (trusted by the user)", path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (OSError, EOFError) as exc:
+        raise InvalidInput(f"{path} cannot be read (truncated or corrupt?): {exc}") from None
+    if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
+        raise InvalidInput(f"{path} is not an nnU-Net checkpoint (no 'network_weights').")
+    return ckpt
+
+
+def load_member(
+    member: Member,
+    *,
+    device: Any = None,
+    trust_checkpoint: bool = False,
+    use_mirroring: bool = True,
+    perform_everything_on_device: bool = True,
+    tile_step_size: float = 0.5,
+):
+    """An initialised ``nnUNetPredictor`` for one member (its network weights checked against its plans)."""
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    d = Path(member.model_dir)
+    _check_folder(d)
+    if not member.checkpoint_path.is_file():
+        raise InvalidInput(f"{member.checkpoint_path} does not exist.")
+    dataset_json = json.loads((d / "dataset.json").read_text())
+    plans_manager = PlansManager(json.loads((d / "plans.json").read_text()))
+    ckpt = _load_checkpoint(member.checkpoint_path, trust_checkpoint)
+    configuration = ckpt.get("init_args", {}).get("configuration")
+    try:
+        configuration_manager = plans_manager.get_configuration(configuration)
+    except (KeyError, AssertionError, RuntimeError, ValueError):
+        raise InvalidInput(
+            f"{member.checkpoint_path} was trained with configuration '{configuration}', which {d / 'plans.json'} "
+            "does not define."
+        ) from None
+    trainer_name = ckpt.get("trainer_name", "nnUNetTrainer")
+    try:
+        trainer_class = recursive_find_trainer_class_by_name(trainer_name)
+    except Exception:  # noqa: BLE001 - nnunetv2 raises a bare RuntimeError when the class is not installed
+        trainer_class = None
+    if trainer_class is None:
+        from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer as trainer_class
+
+        log.warning("trainer %s is not installed; building the network with nnUNetTrainer's architecture", trainer_name)
+    n_in = determine_num_input_channels(plans_manager, configuration_manager, dataset_json)
+    n_out = plans_manager.get_label_manager(dataset_json).num_segmentation_heads
+    network = trainer_class.build_network_architecture(
+        plans_manager, configuration_manager, n_in, n_out, enable_deep_supervision=False
+    )
+    try:
+        network.load_state_dict(ckpt["network_weights"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise InvalidInput(
+            f"{member.checkpoint_path} does not fit the network described by {d / 'plans.json'} (wrong architecture or "
+            f"another model's checkpoint): {' '.join(first)}"
+        ) from None
+    predictor = nnUNetPredictor(
+        tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+        perform_everything_on_device=perform_everything_on_device and torch.device(device or "cpu").type != "cpu",
+        device=torch.device(device or "cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+    )  # fmt: skip
+    predictor.manual_initialization(
+        network, plans_manager, configuration_manager, [ckpt["network_weights"]], dataset_json, trainer_name,
+        ckpt.get("inference_allowed_mirroring_axes"),
+    )  # fmt: skip
+    return predictor
+
+
+# ---------------------------------------------------------------------------------------------------- running
+def _source_array(image: Volume) -> tuple[np.ndarray, dict, Any]:
+    """The image in its file's array order, nnU-Net's properties, and the direction to come back with."""
+    if image.source is not None:
+        direction = image.source.direction
+        data = array_to_source(image.data, direction)
+        spacing = list(image.source.spacing)[::-1]
+    else:
+        direction = image.direction
+        data, spacing = image.data, list(image.spacing)
+    return np.ascontiguousarray(data, dtype=np.float32), {"spacing": spacing}, direction
+
+
+def _tta_flips(kind: str | None) -> list[tuple[int, ...]]:
+    if not kind:
+        return [()]
+    if kind != "flips":
+        raise InvalidInput(f"Unknown test-time augmentation '{kind}'; the one available is 'flips'.")
+    return [c for r in range(4) for c in itertools.combinations((0, 1, 2), r)]
+
+
+def enable_mc_dropout(predictor, member_label: str) -> int:
+    """Keep the network's dropout layers sampling at inference (hooks survive nnU-Net's ``eval()``); returns how
+    many there are. A network without dropout raises `InvalidInput`: MC dropout would only repeat one prediction."""
+    import torch
+
+    layers = [m for m in predictor.network.modules() if isinstance(m, torch.nn.modules.dropout._DropoutNd)]
+    if not layers:
+        raise InvalidInput(
+            f"{member_label} has no dropout layers (nnU-Net's default plans have none), so MC dropout would repeat "
+            "the same prediction. Use an ensemble of models or --tta flips as the uncertainty source instead."
+        )
+    for layer in layers:
+        layer.register_forward_pre_hook(_keep_sampling)
+    return len(layers)
+
+
+def _keep_sampling(module, args) -> None:
+    module.train(True)  # returns None: a pre-hook's return value would replace the layer's input
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class _TileCounter:
+    """Wraps the predictor's per-tile network call: counts tiles for progress and stops when cancelled."""
+
+    def __init__(self, predictor, events: queue.Queue, cancel: threading.Event) -> None:
+        self.inner = predictor._internal_maybe_mirror_and_predict
+        self.events, self.cancel, self.count = events, cancel, 0
+        predictor._internal_maybe_mirror_and_predict = self
+
+    def __call__(self, x):
+        if self.cancel.is_set():
+            raise Cancelled("prediction cancelled")
+        out = self.inner(x)
+        self.count += 1
+        self.events.put(("tile", self.count))
+        return out
+
+
+def _run_member(predictor, data: np.ndarray, props: dict, flip: tuple[int, ...], events, cancel) -> np.ndarray:
+    """Probabilities (C, z, y, x) in the input's array order; CUDA out-of-memory falls back step by step."""
+    import torch
+
+    counter = _TileCounter(predictor, events, cancel)
+    x = np.flip(data, flip).copy() if flip else data
+    for attempt in ("device", "host", "cpu"):
+        try:
+            _, probs = predictor.predict_single_npy_array(x[None], props, None, None, True)
+            break
+        except Exception as exc:
+            if not _is_oom(exc) or attempt == "cpu":
+                raise
+            torch.cuda.empty_cache()
+            if attempt == "device" and predictor.perform_everything_on_device:
+                predictor.perform_everything_on_device = False
+                events.put(("notice", "GPU out of memory: retrying with the sliding window results kept in RAM"))
+            else:
+                predictor.device = torch.device("cpu")
+                predictor.network.to("cpu")
+                predictor.perform_everything_on_device = False
+                events.put(("notice", "GPU out of memory again: finishing this member on the CPU"))
+    counter.count = 0
+    probs = np.asarray(probs, dtype=np.float32)
+    return np.flip(probs, tuple(a + 1 for a in flip)) if flip else probs
+
+
+def predict_job(
+    image: Volume,
+    members: Sequence[Member],
+    *,
+    device: str = "auto",
+    tta: str | None = None,
+    trust_checkpoint: bool = False,
+    class_variance: bool = True,
+    threads: int | None = None,
+    mc_dropout: int = 0,
+    mirroring: bool = True,
+) -> Generator[Progress, None, tuple[Any, Volume]]:
+    """Run every member (and TTA flip) on `image`, streaming probabilities into an accumulator.
+
+    Yields `Progress` (member i of M, tiles done); returns ``(EnsembleAccumulator, grid)``. Close the generator to
+    cancel: the running member stops at its next sliding-window tile. Groups: each member's own group, and ``tta`` for
+    the flipped runs when `tta="flips"` (each flip of each member is a member of the ``tta`` group; mirroring inside
+    nnU-Net is then off). ``mc_dropout=N`` runs each member N times with its dropout layers sampling (group
+    ``mc_dropout``); a network without dropout is refused with a message. ``mirroring=False`` turns off nnU-Net's own
+    test-time mirroring (8× fewer network evaluations; the demo uses it).
+    """
+    from ..uncertainty.ensemble import EnsembleAccumulator
+    from .device import select_device, torch_threads
+
+    if not members:
+        raise InvalidInput("No ensemble member was given.")
+    flips = _tta_flips(tta)
+    dev, notice = select_device(device)
+    if mc_dropout and tta:
+        raise InvalidInput("Use either test-time flips or MC dropout as the uncertainty source, not both at once.")
+    samples = range(max(1, int(mc_dropout)))
+    runs = [(m, f, s) for m in members for f in flips for s in samples]
+    yield Progress(0, len(runs), notice)
+    data, props, direction = _source_array(image)
+    acc = EnsembleAccumulator(class_variance=class_variance)
+    cancel = threading.Event()
+    with torch_threads(threads):
+        predictor, loaded = None, None
+        for i, (member, flip, sample) in enumerate(runs):
+            label = member.label + (f"/flip{''.join('zyx'[a] for a in flip)}" if flip else "")
+            label += f"/sample{sample + 1}" if mc_dropout else ""
+            if loaded != member:
+                yield Progress(i, len(runs), f"loading {label}")
+                predictor = load_member(
+                    member, device=dev, trust_checkpoint=trust_checkpoint, use_mirroring=mirroring and not tta
+                )
+                if mc_dropout:
+                    enable_mc_dropout(predictor, member.label)
+                loaded = member
+            events: queue.Queue = queue.Queue()
+            result: dict[str, Any] = {}
+
+            def work(predictor=predictor, flip=flip, events=events, result=result) -> None:
+                try:
+                    result["probs"] = _run_member(predictor, data, props, flip, events, cancel)
+                except BaseException as exc:  # noqa: BLE001 - handed to the generator's thread
+                    result["error"] = exc  # noqa: B023 - bound at once, in this call
+                finally:
+                    events.put(("done", None))
+
+            thread = threading.Thread(target=work, name=f"nnunet-{i}", daemon=True)
+            thread.start()
+            try:
+                while True:
+                    kind, value = events.get()
+                    if kind == "done":
+                        break
+                    if kind == "notice":
+                        yield Progress(i, len(runs), str(value))
+                    elif kind == "tile":
+                        yield Progress(i, len(runs), f"{label}: sliding-window tile {value}")
+            except GeneratorExit:
+                cancel.set()
+                thread.join()
+                raise
+            thread.join()
+            if "error" in result:
+                exc = result["error"]
+                if isinstance(exc, SegUncError):
+                    raise exc
+                raise InvalidInput(f"nnU-Net failed on member {label}: {type(exc).__name__}: {exc}") from exc
+            probs = np.ascontiguousarray(array_to_canonical(result.pop("probs"), direction))
+            group = TTA_GROUP if tta else MC_GROUP if mc_dropout else member.group
+            acc.add(probs, name=label, group=group)
+            del probs
+    yield Progress(len(runs), len(runs), f"{len(runs)} member run(s) done")
+    return acc, image

@@ -1,0 +1,231 @@
+"""nnU-Net ensemble engine: equality with nnU-Net's own predictor, TTA un-flipping, safe loading, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from napari_segunc.cli import main
+from napari_segunc.errors import InvalidInput
+from napari_segunc.inference import nnunet
+from napari_segunc.inference.demo_models import DEMO_DIR
+from napari_segunc.inference.device import select_device, torch_threads
+from napari_segunc.io import read_volume, write_volume
+from napari_segunc.phantom import make_phantom
+from napari_segunc.progress import run_job
+from napari_segunc.volume import array_to_source
+
+torch = pytest.importorskip("torch")
+predict_mod = pytest.importorskip("nnunetv2.inference.predict_from_raw_data")
+
+MODEL_A = DEMO_DIR / "rater1_seed112233"
+MODEL_B = DEMO_DIR / "rater2_seed112233"
+
+
+@pytest.fixture(scope="module")
+def flipped_image(tmp_path_factory):
+    """A held-out phantom stored with a non-LPS direction, so file order ≠ canonical order."""
+    folder = tmp_path_factory.mktemp("img")
+    study = make_phantom(seed=77, n_raters=1, shape=(32, 64, 80))
+    plain = write_volume(study.image, folder / "plain.nii.gz")
+    img = sitk.ReadImage(str(plain))
+    sitk.WriteImage(sitk.Flip(img, [True, False, True]), str(folder / "image.nii.gz"))
+    return folder / "image.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def one_tile_image(tmp_path_factory):
+    """A phantom exactly one patch (32×64×64) large: no overlapping tiles, so nnU-Net's Gaussian weighting (its centre
+    sits half a voxel off for even patch sizes) cancels and a flip-equivariant network is exactly equivariant."""
+    folder = tmp_path_factory.mktemp("tile")
+    study = make_phantom(seed=78, n_raters=1, shape=(32, 64, 64))
+    return write_volume(study.image, folder / "image.nii.gz")
+
+
+def _run(job):
+    return run_job(job, None)
+
+
+def _nnunet_reference(model_dir, image_path):
+    """nnU-Net alone: its reader, its own initialisation from the folder, predict_single_npy_array."""
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    data, props = SimpleITKIO().read_images([str(image_path)])
+    predictor = predict_mod.nnUNetPredictor(
+        tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
+        device=torch.device("cpu"), verbose=False, allow_tqdm=False,
+    )  # fmt: skip
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=("all",))
+    _, probs = predictor.predict_single_npy_array(data, props, None, None, True)
+    return np.asarray(probs, np.float32)  # (C, z, y, x) in the file's array order
+
+
+def test_ensemble_mean_equals_nnunet_own_predictions(flipped_image):
+    image = read_volume(flipped_image)
+    assert image.source.direction != image.direction  # the file order really differs from the canonical one
+    members = nnunet.discover_members([MODEL_A, MODEL_B])
+    assert [m.fold for m in members] == ["all", "all"]
+    acc, grid = _run(nnunet.predict_job(image, members, device="cpu"))
+    ref_a, ref_b = _nnunet_reference(MODEL_A, flipped_image), _nnunet_reference(MODEL_B, flipped_image)
+    mean = acc.result().mean_probabilities
+    np.testing.assert_allclose(array_to_source(mean, image.source.direction), (ref_a + ref_b) / 2, atol=1e-5)
+    # one member alone is nnU-Net's own prediction
+    acc1, _ = _run(nnunet.predict_job(image, members[:1], device="cpu"))
+    np.testing.assert_allclose(
+        array_to_source(acc1.result().mean_probabilities, image.source.direction), ref_a, atol=1e-5
+    )
+    assert acc.result().mutual_information.max() > 0  # two different models disagree somewhere
+
+
+class _PointwiseDropout(torch.nn.Module):
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, n_out, 1)
+        self.drop = torch.nn.Dropout3d(0.5)
+
+    def forward(self, x):
+        return self.drop(self.conv(x))
+
+
+class _Pointwise(torch.nn.Module):
+    """A 1×1×1 network: equivariant to every flip, so TTA members must come back identical after un-flipping."""
+
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, n_out, 1)
+        torch.nn.init.normal_(self.conv.weight, std=2.0)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _loader_with(real_load, net_class, *, gaussian: bool):
+    """load_member with the member's network swapped for a toy one (nnU-Net's predictor and plans kept)."""
+
+    def load(member, **kwargs):
+        predictor = real_load(member, **kwargs)
+        torch.manual_seed(0)
+        net = net_class(predictor.label_manager.num_segmentation_heads)
+        predictor.network = net
+        predictor.list_of_parameters = [net.state_dict()]
+        # nnU-Net accumulates tile logits in float16 weighted by a Gaussian whose centre sits half a voxel off for
+        # even patch sizes: that alone moves probabilities by up to 0.07 under a flip (see docs/inference.md). Plain
+        # weights isolate what the TTA test checks: the flips and un-flips themselves.
+        predictor.use_gaussian = gaussian
+        return predictor
+
+    return load
+
+
+def test_tta_flips_are_undone(one_tile_image, monkeypatch):
+    real_load = nnunet.load_member
+    pointwise = _loader_with(real_load, _Pointwise, gaussian=False)
+    monkeypatch.setattr(nnunet, "load_member", pointwise)
+    image = read_volume(one_tile_image)
+    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+    maps = acc.result("tta")
+    assert maps.n_members == 8 and len(set(maps.members)) == 8
+    assert float(maps.member_disagreement.max()) == 0.0
+    assert float(maps.mutual_information.max()) < 1e-6
+    # and the real (non-equivariant) network does disagree with itself under flips
+    monkeypatch.setattr(nnunet, "load_member", real_load)
+    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+    assert float(acc.result("tta").mutual_information.max()) > 1e-3
+
+
+class Untrusted:
+    """Not a tensor, number or plain container: torch.load(weights_only=True) refuses it."""
+
+
+def test_checkpoint_loading_is_safe_and_errors_name_the_file(tmp_path):
+    bad = tmp_path / "model"
+    shutil.copytree(MODEL_A, bad)
+    ckpt_path = bad / "fold_all" / "checkpoint_final.pth"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    torch.save({**ckpt, "extra": Untrusted()}, ckpt_path)
+    member = nnunet.discover_members([bad])[0]
+    with pytest.raises(InvalidInput, match="--trust-checkpoint"):
+        nnunet.load_member(member)
+    assert nnunet.load_member(member, trust_checkpoint=True).network is not None
+    # a checkpoint of another architecture
+    plans = json.loads((bad / "plans.json").read_text())
+    plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["features_per_stage"] = [4, 8, 16, 32]
+    (bad / "plans.json").write_text(json.dumps(plans))
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(InvalidInput, match="does not fit the network"):
+        nnunet.load_member(member)
+    # incomplete folders and truncated files
+    (bad / "plans.json").unlink()
+    with pytest.raises(InvalidInput, match="plans.json"):
+        nnunet.discover_members([bad])
+    shutil.copyfile(MODEL_A / "plans.json", bad / "plans.json")
+    ckpt_path.write_bytes(ckpt_path.read_bytes()[:1000])
+    with pytest.raises(InvalidInput, match="checkpoint_final.pth"):
+        nnunet.load_member(member)
+    with pytest.raises(InvalidInput, match="fold_3"):
+        nnunet.discover_members([MODEL_A], folds=["3"])
+
+
+def test_device_choice_and_threads():
+    dev, notice = select_device("auto")
+    if not torch.cuda.is_available():
+        assert dev.type in ("cpu", "mps") and ("CPU" in notice or "MPS" in notice)
+        with pytest.raises(InvalidInput, match="CUDA"):
+            select_device("cuda")
+    with pytest.raises(InvalidInput, match="Unknown device"):
+        select_device("tpu")
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+
+
+def test_cancel_stops_between_tiles(flipped_image):
+    image = read_volume(flipped_image)
+    job = nnunet.predict_job(image, nnunet.discover_members([MODEL_A, MODEL_B]), device="cpu")
+    seen = []
+    for progress in job:
+        seen.append(progress.message)
+        if "tile" in progress.message:
+            job.close()  # what the widget's Cancel button does
+            break
+    assert any("tile 1" in m for m in seen)
+    assert not any("rater2" in m for m in seen)  # the second member never started
+
+
+def test_predict_command_and_ensemble_file(flipped_image, tmp_path, capsys):
+    spec = {"members": [{"model": str(MODEL_A), "group": "rater1", "name": "r1"},
+                        {"model": str(MODEL_B), "group": "rater2", "name": "r2"}]}  # fmt: skip
+    (tmp_path / "ens.json").write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    assert main(["predict", str(flipped_image), "--ensemble", str(tmp_path / "ens.json"), "--device", "cpu",
+                 "--out", str(out), "--no-class-variance"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "rater1" in printed and "rater2" in printed
+    for folder in (out, out / "rater1", out / "rater2"):  # every member at the top, one sub-folder per group
+        assert (folder / "entropy.nii.gz").is_file() and (folder / "mutual_information.nii.gz").is_file()
+    image = read_volume(flipped_image)
+    seg = read_volume(out / "segmentation.nii.gz", kind="labels")
+    assert seg.shape == image.shape and np.allclose(seg.spacing, image.spacing)
+    assert main(["predict", str(flipped_image), "--model", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_mc_dropout_needs_dropout_layers(flipped_image):
+    image = read_volume(flipped_image)
+    job = nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3)
+    with pytest.raises(InvalidInput, match="no dropout layers"):
+        _run(job)
+
+
+def test_mc_dropout_samples_differ_when_the_network_has_dropout(flipped_image, monkeypatch):
+    with_dropout = _loader_with(nnunet.load_member, _PointwiseDropout, gaussian=True)
+    monkeypatch.setattr(nnunet, "load_member", with_dropout)
+    image = read_volume(flipped_image)
+    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3))
+    maps = acc.result("mc_dropout")
+    assert maps.n_members == 3 and float(maps.mutual_information.max()) > 1e-3
