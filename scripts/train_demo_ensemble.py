@@ -3,9 +3,12 @@
 Seed 000's protocol in miniature: every rater's labels train their own models (one per seed), and the members are
 later combined into per-rater ensembles and one general ensemble. Everything nnU-Net does is nnU-Net's own code:
 dataset fingerprint, experiment planning, preprocessing, the trainer (a subclass with a short schedule on the CPU)
-and its data augmentation. Only the plans are shrunk (4 stages of 8–64 features, patch 32×64×64) so that the whole
-run fits in about an hour on 2 CPU cores, and the exported checkpoints keep the network weights only (no optimizer
-state; each member ≈ 0.5–1 MB).
+and its data augmentation. Only the plans are changed: a smaller network (4 stages of 8–64 features) working at half
+the phantom's resolution (6 × 5 × 5 mm) with one patch covering the whole 24×56×72 resampled volume, so that the
+whole run fits in about an hour on 2 CPU cores and every patch shows where left and right are (with 32×64×64 patches
+at full resolution a kidney cannot tell which side it is on, nor the spleen that it is not the liver: the first runs
+never found the right kidney or the spleen). The exported checkpoints keep the network weights only (no optimizer
+state; 4.5 MB per member).
 
 Output: ``<out>/rater<k>_seed<s>/{dataset.json, plans.json, fold_all/checkpoint_final.pth}`` — standard nnU-Net
 trained-model folders (trainer name ``nnUNetTrainer``, so nnU-Net's own predictor loads them too) — and
@@ -29,7 +32,8 @@ TRAIN_SEEDS = range(1000, 1000 + N_TRAIN)
 RATERS = (1, 2, 3)
 MODEL_SEEDS = (112233, 445566)
 DATASET_BASE = 900
-PATCH = [32, 64, 64]
+SPACING = [6.0, 5.0, 5.0]  # half the phantom's resolution: one patch then holds the whole abdomen
+PATCH = [24, 56, 72]  # = the phantom's 48×112×144 grid at SPACING: left and right, liver and spleen, are told apart
 FEATURES = [8, 16, 32, 64]
 
 
@@ -68,6 +72,7 @@ def shrink_plans(preprocessed: Path, did: int, name: str) -> None:
     path = preprocessed / name / "nnUNetPlans.json"
     plans = json.loads(path.read_text())
     cfg = plans["configurations"]["3d_fullres"]
+    cfg["spacing"] = SPACING
     cfg["patch_size"] = PATCH
     cfg["batch_size"] = 2
     arch = cfg["architecture"]["arch_kwargs"]
@@ -113,7 +118,12 @@ def export(trained: Path, out: Path) -> Path:
         "network_weights": {k: v.clone() for k, v in ckpt["network_weights"].items()},
         "init_args": {k: ckpt["init_args"][k] for k in ("configuration", "fold")},
         "trainer_name": "nnUNetTrainer",  # the architecture is nnUNetTrainer's; only the schedule differed
-        "inference_allowed_mirroring_axes": tuple(int(a) for a in (ckpt["inference_allowed_mirroring_axes"] or ())),
+        # None (no mirroring, as the trainer says); an empty tuple would break nnU-Net's predictor
+        "inference_allowed_mirroring_axes": (
+            tuple(int(a) for a in ckpt["inference_allowed_mirroring_axes"])
+            if ckpt["inference_allowed_mirroring_axes"]
+            else None
+        ),
         "current_epoch": int(ckpt["current_epoch"]),
     }
     (out / "fold_all").mkdir(parents=True, exist_ok=True)
@@ -127,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="src/napari_segunc/models/demo", help="where the model folders are exported")
     ap.add_argument("--work", default="build/demo_training", help="nnU-Net raw/preprocessed/results folders")
-    ap.add_argument("--epochs", type=int, default=24)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--iterations", type=int, default=50, help="training iterations per epoch")
     args = ap.parse_args()
     work, out = Path(args.work).resolve(), Path(args.out).resolve()

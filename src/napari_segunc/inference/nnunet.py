@@ -208,14 +208,15 @@ def load_member(
             f"{member.checkpoint_path} does not fit the network described by {d / 'plans.json'} (wrong architecture or "
             f"another model's checkpoint): {' '.join(first)}"
         ) from None
+    mirror_axes = ckpt.get("inference_allowed_mirroring_axes") or None  # () would break nnU-Net's predictor
     predictor = nnUNetPredictor(
-        tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring,
+        tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring and mirror_axes is not None,
         perform_everything_on_device=perform_everything_on_device and torch.device(device or "cpu").type != "cpu",
         device=torch.device(device or "cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False,
     )  # fmt: skip
     predictor.manual_initialization(
         network, plans_manager, configuration_manager, [ckpt["network_weights"]], dataset_json, trainer_name,
-        ckpt.get("inference_allowed_mirroring_axes"),
+        mirror_axes,
     )  # fmt: skip
     return predictor
 
