@@ -137,7 +137,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="src/napari_segunc/models/demo", help="where the model folders are exported")
     ap.add_argument("--work", default="build/demo_training", help="nnU-Net raw/preprocessed/results folders")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=25)
     ap.add_argument("--iterations", type=int, default=50, help="training iterations per epoch")
     args = ap.parse_args()
     work, out = Path(args.work).resolve(), Path(args.out).resolve()
