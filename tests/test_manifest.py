@@ -68,7 +68,7 @@ def test_manifest_validates_from_installed_distribution():
     assert contrib.writers[0].layer_types == ["labels"]
     assert contrib.writers[0].filename_extensions == [".nii.gz", ".nii", ".nrrd", ".mha"]
     assert [s.display_name for s in contrib.sample_data] == ["Synthetic abdominal CT study (phantom)"]
-    assert [w.display_name for w in contrib.widgets] == ["Open study"]
+    assert [w.display_name for w in contrib.widgets] == ["Open study", "Ensemble"]
 
 
 def test_npe2_cli_validate():

@@ -157,6 +157,10 @@ def _show(image_path: Path, rater_paths: list[Path], map_paths: list[Path], *, s
     widget = OpenStudyWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Open study", area="right")
     widget.use_image_layer(viewer.layers[0])
+    if map_paths:  # the demo ensemble is installed: its dock too, to rerun it (or other models) from the window
+        from ._qt.ensemble import EnsembleWidget
+
+        viewer.window.add_dock_widget(EnsembleWidget(viewer), name="Ensemble", area="right", tabify=True)
     _axial_view_on_organs(viewer)
 
     if screenshot is not None or not interactive:

@@ -8,6 +8,7 @@ to `start_worker`, which disables the widget's inputs, starts a napari worker th
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -17,7 +18,7 @@ from qtpy.QtWidgets import QWidget
 
 from ..errors import SegUncError
 
-__all__ = ["error_message", "set_enabled", "start_worker"]
+__all__ = ["error_message", "import_in_gui_thread", "keep_triton_away_from_mesa", "set_enabled", "start_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,42 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, SegUncError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def _system_llvm_loaded() -> bool:
+    """Whether a shared ``libLLVM`` (Mesa's, for llvmpipe or radeonsi OpenGL) is mapped into this process (Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            return any("libLLVM" in line for line in maps)
+    except OSError:
+        return False
+
+
+def keep_triton_away_from_mesa() -> bool:
+    """Make ``import triton`` fail softly in this process when it would crash it. Returns whether it did.
+
+    Mesa's OpenGL drivers that compile shaders with LLVM (llvmpipe — Xvfb, VMs, machines without a GPU driver — and
+    radeonsi) load ``libLLVM``. Once it is loaded, loading triton's ``libtriton.so`` (its own LLVM) crashes the
+    process in LLVM's static initialisers (SIGSEGV in ``llvm::DebugCounter`` / ``DenseMap::grow``), whichever thread
+    does it. torch's dynamo imports triton when it is installed, and nnU-Net's predictor imports dynamo. So inside a
+    napari window drawn by Mesa, when triton is not loaded yet, ``sys.modules["triton"]`` is set to None: torch then
+    sees no triton (it only needs it for ``torch.compile`` kernels, which prediction does not use).
+    """
+    if "triton" in sys.modules or not _system_llvm_loaded():
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]  # import triton -> ImportError, torch's own fallback
+    log.warning("Mesa's LLVM is loaded (software or radeonsi OpenGL): triton is disabled in this napari session.")
+    return True
+
+
+def import_in_gui_thread(*modules: str) -> None:
+    """Import `modules` now, on the GUI thread, rather than first inside a worker (after
+    `keep_triton_away_from_mesa`), so that native libraries are initialised while nothing else runs."""
+    import importlib
+
+    keep_triton_away_from_mesa()
+    for name in modules:
+        importlib.import_module(name)
 
 
 def set_enabled(widgets: Iterable[QWidget], enabled: bool) -> None:

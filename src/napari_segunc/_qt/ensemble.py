@@ -1,0 +1,334 @@
+"""The "Ensemble" dock widget: run an nnU-Net v2 ensemble on the image and add its segmentation and uncertainty maps.
+
+Members: the shipped demo ensemble (3 simulated raters × 2 seeds), nnU-Net trained-model folders, or an ensemble
+file (JSON/YAML with groups). The work is `napari_segunc.inference.nnunet.predict_job` run in a napari worker; the
+widget only shows its progress and adds the resulting layers (segmentation, predictive entropy, expected entropy,
+mutual information; per group on request). Cancel stops the running member at its next sliding-window tile.
+`EnsembleWidget.run` is what the Run button calls; tests and scripts call it directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import InvalidInput
+from ..io._npe2 import LayerData
+from ..progress import Progress
+from ..volume import Volume, VolumeKind
+from ._worker import import_in_gui_thread, start_worker
+
+if TYPE_CHECKING:
+    import napari
+
+    from ..inference.nnunet import Member
+
+__all__ = ["EnsembleWidget", "ensemble_job"]
+
+#: What a prediction imports first (torch, nnU-Net and, through torch._dynamo, triton): imported when the widget
+#: opens, on the GUI thread, with triton kept away from Mesa's LLVM (`keep_triton_away_from_mesa`).
+NATIVE_MODULES = ("torch", "nnunetv2.inference.predict_from_raw_data", "nnunetv2.training.nnUNetTrainer.nnUNetTrainer")
+
+log = logging.getLogger(__name__)
+
+DEMO, FOLDERS, FILE = "demo", "folders", "file"
+_SOURCES = {
+    DEMO: "Demo ensemble (3 raters × 2 seeds)",
+    FOLDERS: "nnU-Net model folder(s)",
+    FILE: "Ensemble file (JSON/YAML)",
+}
+MAPS = ("entropy", "expected_entropy", "mutual_information")
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+    layers: list[LayerData]
+    summary: str
+
+
+def _labels_of(members: Sequence[Member]) -> dict[str, int]:
+    """Label names of the first member's ``dataset.json`` (nnU-Net's ``labels``, background left out)."""
+    try:
+        spec = json.loads((Path(members[0].model_dir) / "dataset.json").read_text(encoding="utf-8"))
+        return {str(k): int(v) for k, v in spec.get("labels", {}).items() if isinstance(v, int) and v != 0}
+    except (OSError, ValueError):
+        return {}
+
+
+def resolve_members(source: str, paths: Sequence[str]) -> list[Member]:
+    """The members a source choice names (the demo ensemble, model folders, or one ensemble file)."""
+    from ..inference.demo_models import demo_ensemble_file
+    from ..inference.nnunet import discover_members, read_ensemble_file
+
+    if source == DEMO:
+        return read_ensemble_file(demo_ensemble_file())
+    paths = [p for p in paths if p.strip()]
+    if not paths:
+        what = "an nnU-Net trained-model folder" if source == FOLDERS else "an ensemble file"
+        raise InvalidInput(f"Choose {what} first (or pick the demo ensemble).")
+    if source == FOLDERS:
+        return discover_members(paths)
+    if len(paths) != 1:
+        raise InvalidInput("Give one ensemble file.")
+    return read_ensemble_file(paths[0])
+
+
+def ensemble_job(
+    image: Volume,
+    source: str,
+    paths: Sequence[str],
+    *,
+    device: str = "auto",
+    tta: str | None = None,
+    mirroring: bool = True,
+    per_group: bool = False,
+    cancel: threading.Event | None = None,
+) -> Generator[Progress, None, EnsembleResult | None]:
+    """Worker body: predict, then build the layer tuples (no Qt). Returns None when `cancel` was set."""
+    from ..inference.nnunet import predict_job
+    from ..uncertainty.layers import ensemble_layers
+
+    members = resolve_members(source, paths)
+    job = predict_job(image, members, device=device, tta=tta, mirroring=mirroring, class_variance=False)
+    try:
+        while True:
+            try:
+                report = next(job)
+            except StopIteration as stop:
+                acc, grid = stop.value
+                break
+            yield report
+            if cancel is not None and cancel.is_set():
+                return None
+    finally:
+        job.close()  # stops nnU-Net at its next tile when we leave early (cancel or error)
+    labels = _labels_of(members)
+    groups = [g for g in acc.groups if g != "all"] if per_group else []
+    layers: list[LayerData] = []
+    for group in ["all", *groups]:
+        maps = acc.result(group, consume=(group == groups[-1]) if groups else True)
+        layers += ensemble_layers(maps, grid, which=MAPS, labels=labels)
+    for _data, kwargs, _type in layers:
+        kwargs["name"] = f"ensemble {kwargs['name']}"
+    summary = f"{len(members)} member(s){', ' + str(len(groups)) + ' groups' if groups else ''}"
+    return EnsembleResult(layers, summary)
+
+
+class EnsembleWidget(QWidget):
+    """Choose members, device and uncertainty source; Run adds the ensemble's segmentation and maps as layers."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self._worker = None
+        self._pending: EnsembleResult | None = None
+        self._adding: list[LayerData] = []
+        self._cancel = threading.Event()
+        import_in_gui_thread(*NATIVE_MODULES)
+
+        self.image_combo = QComboBox()
+        self.source_combo = QComboBox()
+        for key, text in _SOURCES.items():
+            self.source_combo.addItem(text, key)
+        self.path_edit = QLineEdit()
+        self.path_edit.setPlaceholderText("model folder(s), separated by ';' — or an ensemble file")
+        self.browse_button = QPushButton("Browse…")
+        self.device_combo = QComboBox()
+        for d in ("auto", "cpu", "cuda", "mps"):
+            self.device_combo.addItem(d, d)
+        self.tta_check = QCheckBox("test-time flips as members (group 'tta')")
+        self.mirror_check = QCheckBox("nnU-Net test-time mirroring (as the model allows)")
+        self.mirror_check.setChecked(True)
+        self.groups_check = QCheckBox("maps per group (e.g. per rater)")
+        self.run_button = QPushButton("Run")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("Pick an image and an ensemble, then Run.")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("Image:", self.image_combo)
+        form.addRow("Members:", self.source_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.path_edit)
+        row.addWidget(self.browse_button)
+        form.addRow("", row)
+        form.addRow("Device:", self.device_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for w in (self.tta_check, self.mirror_check, self.groups_check):
+            layout.addWidget(w)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.source_combo.currentIndexChanged.connect(self._source_changed)
+        self.browse_button.clicked.connect(self._browse)
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+        self._source_changed()
+
+    # -------------------------------------------------------------------------------- state
+    @property
+    def inputs(self) -> list[QWidget]:
+        return [self.image_combo, self.source_combo, self.path_edit, self.browse_button, self.device_combo,
+                self.tta_check, self.mirror_check, self.groups_check, self.run_button]  # fmt: skip
+
+    @property
+    def busy(self) -> bool:
+        """A job runs, or its layers are still being added."""
+        return self._worker is not None or self._pending is not None
+
+    @property
+    def source(self) -> str:
+        return self.source_combo.currentData()
+
+    def set_source(self, source: str, paths: Sequence[str | Path] = ()) -> None:
+        self.source_combo.setCurrentIndex(self.source_combo.findData(source))
+        self.path_edit.setText(";".join(str(p) for p in paths))
+
+    def _source_changed(self, _index: int = 0) -> None:
+        needs_path = self.source != DEMO
+        self.path_edit.setEnabled(needs_path)
+        self.browse_button.setEnabled(needs_path)
+
+    def _refresh_images(self, _event: Any = None) -> None:
+        current = self.image_combo.currentText()
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        for layer in self.viewer.layers:
+            if isinstance(layer, Image) and layer.metadata.get("segunc_geometry") and layer.ndim == 3:
+                self.image_combo.addItem(layer.name)
+        index = self.image_combo.findText(current)
+        self.image_combo.setCurrentIndex(max(index, 0))
+        self.image_combo.blockSignals(False)
+
+    def _image_volume(self) -> Volume:
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None
+        if layer is None:
+            raise InvalidInput("Open an image first (Open study, File ▸ Open with napari-segunc, or the phantom).")
+        geometry = layer.metadata["segunc_geometry"]
+        return Volume.from_geometry_dict(layer.data, geometry, kind=VolumeKind.INTENSITY, name=layer.name)
+
+    def _browse(self) -> None:
+        if self.source == FOLDERS:
+            folder = QFileDialog.getExistingDirectory(self, "nnU-Net trained-model folder")
+            if folder:
+                paths = [p for p in self.path_edit.text().split(";") if p.strip()]
+                self.path_edit.setText(";".join([*paths, folder]))
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Ensemble file", "", "Ensemble (*.json *.yaml *.yml)")
+            if path:
+                self.path_edit.setText(path)
+
+    # -------------------------------------------------------------------------------- actions
+    def run(self) -> None:
+        """Start the ensemble on the chosen image in a worker; layers are added when it finishes."""
+        if self.busy:
+            self._error("The ensemble is still running; wait for it or press Cancel.")
+            return
+        try:
+            image = self._image_volume()
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        self._cancel.clear()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("Starting the ensemble…")
+        self.cancel_button.setEnabled(True)
+        self._worker = start_worker(
+            ensemble_job,
+            image,
+            self.source,
+            self.path_edit.text().split(";"),
+            device=self.device_combo.currentData(),
+            tta="flips" if self.tta_check.isChecked() else None,
+            mirroring=self.mirror_check.isChecked(),
+            per_group=self.groups_check.isChecked(),
+            cancel=self._cancel,
+            inputs=self.inputs,
+            on_yielded=self._progressed,
+            on_returned=self._done,
+            on_error=self._error,
+            on_finished=self._finished,
+            description=None,  # the dock's own bar: napari's activity bar costs the GUI thread ~60 ms to show
+        )
+
+    def cancel(self) -> None:
+        """Stop after the current sliding-window tile; nothing is added."""
+        if self.busy:
+            self._cancel.set()
+            self.status.setText("Cancelling after the current tile…")
+
+    # -------------------------------------------------------------------------------- results (GUI thread)
+    def _progressed(self, report: Progress) -> None:
+        self.progress.setRange(0, max(1, report.total))
+        self.progress.setValue(report.step)
+        if report.message:
+            self.status.setText(f"member {min(report.step + 1, report.total)} of {report.total}: {report.message}")
+
+    def _done(self, result: EnsembleResult | None) -> None:
+        if result is None:
+            self.status.setText("Cancelled: nothing was added.")
+            return
+        self._pending = result
+        self._adding = list(result.layers)
+        QTimer.singleShot(0, self._add_next)
+
+    def _add_next(self) -> None:
+        """Add one layer per turn of the event loop: napari builds each layer's canvas visual (shaders, textures) on
+        the GUI thread, ~0.1–0.2 s a layer with software OpenGL, so 16 layers at once would freeze the window."""
+        if self._adding:
+            data, kwargs, layer_type = self._adding.pop(0)
+            getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+            QTimer.singleShot(0, self._add_next)
+            return
+        result, self._pending = self._pending, None
+        self.progress.setValue(self.progress.maximum())
+        msg = f"Ensemble done: {result.summary}; added {len(result.layers)} layers."
+        self.status.setText(msg)
+        show_info(msg)
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.cancel_button.setEnabled(False)
+        self._source_changed()
+
+    def _error(self, message: str) -> None:
+        log.warning("%s", message)
+        self.status.setText(message)
+        show_error(message)
