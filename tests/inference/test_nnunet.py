@@ -229,3 +229,44 @@ def test_mc_dropout_samples_differ_when_the_network_has_dropout(flipped_image, m
     acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3))
     maps = acc.result("mc_dropout")
     assert maps.n_members == 3 and float(maps.mutual_information.max()) > 1e-3
+
+
+def test_cuda_out_of_memory_falls_back_step_by_step(flipped_image, monkeypatch):
+    """An out-of-memory error from the network is retried with nnU-Net's results kept in RAM, then on the CPU, with a
+    notice each time, and the member's probabilities come out the same (no GPU here: the errors are injected)."""
+    image = read_volume(flipped_image)
+    members = nnunet.discover_members([MODEL_A])
+    acc, _ = _run(nnunet.predict_job(image, members, device="cpu", class_variance=False))
+    reference = acc.result().mean_probabilities
+
+    # 1st error: nnU-Net's own fallback (results device → CPU) takes it; 2nd: ours, results kept in RAM; 3rd: ours,
+    # the member finishes on the CPU.
+    failures = {"left": 3}
+    tile_call = nnunet._TileCounter.__call__
+
+    def out_of_memory_twice(self, x):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return tile_call(self, x)
+
+    load_member = nnunet.load_member
+
+    def on_device(*args, **kwargs):  # as on a GPU: sliding-window results kept on the device
+        predictor = load_member(*args, **kwargs)
+        predictor.perform_everything_on_device = True
+        return predictor
+
+    monkeypatch.setattr(nnunet._TileCounter, "__call__", out_of_memory_twice)
+    monkeypatch.setattr(nnunet, "load_member", on_device)
+    messages: list[str] = []
+    job = nnunet.predict_job(image, members, device="cpu", class_variance=False)
+    acc, _ = run_job(job, lambda report: messages.append(report.message))
+    assert failures["left"] == 0
+    assert any("retrying with the sliding window results kept in RAM" in m for m in messages), messages
+    assert any("finishing this member on the CPU" in m for m in messages), messages
+    np.testing.assert_allclose(acc.result().mean_probabilities, reference, atol=1e-6)
+
+    failures["left"] = 4  # a fourth failure on the CPU is not an out-of-memory the fallbacks can fix: reported
+    with pytest.raises(Exception, match="out of memory"):
+        run_job(nnunet.predict_job(image, members, device="cpu", class_variance=False))
