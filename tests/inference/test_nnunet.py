@@ -121,11 +121,25 @@ def _loader_with(real_load, net_class, *, gaussian: bool):
     return load
 
 
+def _mirrored(load):
+    """As if the member had been trained with nnU-Net's default mirroring on all three axes."""
+
+    def wrapped(member, **kwargs):
+        predictor = load(member, **kwargs)
+        predictor.allowed_mirroring_axes = (0, 1, 2)
+        return predictor
+
+    return wrapped
+
+
 def test_tta_flips_are_undone(one_tile_image, monkeypatch):
-    real_load = nnunet.load_member
+    image = read_volume(one_tile_image)
+    # the demo models were trained without mirroring (left/right organs): flips are refused for them
+    with pytest.raises(InvalidInput, match="trained without mirroring on every axis .allowed axes: none"):
+        _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+    real_load = _mirrored(nnunet.load_member)
     pointwise = _loader_with(real_load, _Pointwise, gaussian=False)
     monkeypatch.setattr(nnunet, "load_member", pointwise)
-    image = read_volume(one_tile_image)
     acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
     maps = acc.result("tta")
     assert maps.n_members == 8 and len(set(maps.members)) == 8

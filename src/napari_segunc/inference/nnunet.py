@@ -242,6 +242,23 @@ def _tta_flips(kind: str | None) -> list[tuple[int, ...]]:
     return [c for r in range(4) for c in itertools.combinations((0, 1, 2), r)]
 
 
+def check_flips_allowed(predictor, member_label: str) -> None:
+    """Test-time flips only for a model trained to be flip-invariant on all three axes (nnU-Net's mirroring axes).
+
+    A model trained without mirroring on some axis (TotalSegmentator, the demo ensemble: left and right organs) reads
+    a flipped image as another anatomy — a flipped right kidney is a left kidney — so the flips would measure that,
+    not the model's uncertainty.
+    """
+    allowed = getattr(predictor, "allowed_mirroring_axes", None) or ()
+    if set(allowed) != {0, 1, 2}:
+        axes = ", ".join(str(a) for a in allowed) or "none"
+        raise InvalidInput(
+            f"Member {member_label} was trained without mirroring on every axis (allowed axes: {axes}): flipped, "
+            "an image shows another anatomy to it (a right organ becomes a left one), so test-time flips would not "
+            "measure its uncertainty. Use several members (seeds, folds) or MC dropout instead."
+        )
+
+
 def enable_mc_dropout(predictor, member_label: str) -> int:
     """Keep the network's dropout layers sampling at inference (hooks survive nnU-Net's ``eval()``); returns how
     many there are. A network without dropout raises `InvalidInput`: MC dropout would only repeat one prediction."""
@@ -360,6 +377,8 @@ def predict_job(
                 )
                 if mc_dropout:
                     enable_mc_dropout(predictor, member.label)
+                if tta:
+                    check_flips_allowed(predictor, member.label)
                 loaded = member
             events: queue.Queue = queue.Queue()
             result: dict[str, Any] = {}
