@@ -108,6 +108,7 @@ def ensemble_job(
 ) -> Generator[Progress, None, EnsembleResult | None]:
     """Worker body: predict, then build the layer tuples (no Qt). Returns None when `cancel` was set."""
     from ..inference.nnunet import predict_job
+    from ..uncertainty.ensemble import ALL_MEMBERS
     from ..uncertainty.layers import ensemble_layers
 
     members = resolve_members(source, paths)
@@ -125,11 +126,11 @@ def ensemble_job(
     finally:
         job.close()  # stops nnU-Net at its next tile when we leave early (cancel or error)
     labels = _labels_of(members)
-    groups = [g for g in acc.groups if g != "all"] if per_group else []
+    groups = [g for g in acc.groups if g != ALL_MEMBERS] if per_group else []
+    order = [ALL_MEMBERS, *groups]
     layers: list[LayerData] = []
-    for group in ["all", *groups]:
-        maps = acc.result(group, consume=(group == groups[-1]) if groups else True)
-        layers += ensemble_layers(maps, grid, which=MAPS, labels=labels)
+    for group in order:  # the last one may reuse its sums as outputs
+        layers += ensemble_layers(acc.result(group, consume=group == order[-1]), grid, which=MAPS, labels=labels)
     for _data, kwargs, _type in layers:
         kwargs["name"] = f"ensemble {kwargs['name']}"
     summary = f"{len(members)} member(s){', ' + str(len(groups)) + ' groups' if groups else ''}"
