@@ -10,6 +10,10 @@ STAMP  := $(VENV)/.installed-stamp
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q "torch>=2.5" "setuptools>=68" wheel
+	# sam2 lists torch as a build requirement: build it against the torch above (pip's isolated build would
+	# fetch a second one) and without its optional CUDA extension (SAM2_BUILD_CUDA=0; see docs/medsam2.md).
+	SAM2_BUILD_CUDA=0 $(BIN)/python -m pip install --disable-pip-version-check -q --no-build-isolation "sam2>=1.1"
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[test]"
 	@touch $(STAMP)
 

@@ -1,0 +1,125 @@
+"""From files to written results: the job behind ``segunc medsam2``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Generator, Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidInput
+from ..io import read_volume, write_probabilities, write_volume
+from ..io.writers import atomic_write
+from ..progress import Progress
+from ..volume import VolumeKind, check_same_grid
+from .boxes import Strategy, load_prompts
+from .cascade import CascadeResult, MedSAM2Session, first_pass_prompts
+
+__all__ = ["default_window", "medsam2_files_job", "write_medsam2_outputs"]
+
+log = logging.getLogger(__name__)
+
+OUTPUTS = ("segmentation.nii.gz", "probabilities.nii.gz", "entropy.nii.gz", "prompts.json", "timings.json")
+
+
+def default_window(volume) -> tuple[float, float]:
+    """The preprocessing window: the volume's default display window (abdomen W400/L40 for CT, percentiles else)."""
+    from ..display import contrast_limits, default_preset
+
+    return contrast_limits(default_preset(volume), volume.data)
+
+
+def medsam2_files_job(
+    image_path: str,
+    *,
+    checkpoint: str | None,
+    out: str | Path,
+    boxes: str | None = None,
+    from_mask: str | None = None,
+    labels: Mapping[str, int] | None = None,
+    strategy: Strategy | str = Strategy.B,
+    device: str = "auto",
+    config: str = "medsam2",
+    image_size: int | None = None,
+    window: tuple[float, float] | None = None,
+    no_enlargement: Iterable[str] | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, dict]:
+    """Read the image and the prompts (``boxes.json`` or a label map), run the cascade, write the results.
+
+    Outputs are checked to be writable before the model runs (existing files need `overwrite`).
+    """
+    from ..inference.medsam2 import load_model
+
+    if (boxes is None) == (from_mask is None):
+        raise InvalidInput("Give the prompts either as a boxes.json file (--boxes) or as a label map (--from-mask).")
+    strategy = Strategy(strategy)
+    out = Path(out)
+    if not overwrite:
+        clash = [n for n in OUTPUTS if (out / n).exists()]
+        if clash:
+            raise InvalidInput(f"{out / clash[0]} already exists; choose another --out folder or add --overwrite.")
+    t0 = time.perf_counter()
+    yield Progress(0, 1, f"reading {image_path}")
+    image = read_volume(image_path)
+    if boxes is not None:
+        prompts = load_prompts(boxes)
+        prompts.validate_for(image.shape)
+    else:
+        mask = read_volume(from_mask, kind="labels")
+        check_same_grid(image, mask)
+        if labels is None:
+            values = [int(v) for v in np.unique(mask.data) if v != 0]
+            labels = {f"label_{v}": v for v in values}
+        prompts = first_pass_prompts(mask.data, labels, strategy, source=f"mask:{from_mask}")
+        if not prompts.organs:
+            raise InvalidInput(f"None of the organs {sorted(labels)} is present in {from_mask}: no boxes to run.")
+    window = tuple(window) if window is not None else default_window(image)
+    yield Progress(0, 1, f"loading the model ({config})")
+    model = load_model(checkpoint, config=config, device=device, image_size=image_size)
+    t_load = time.perf_counter()
+    session = MedSAM2Session(model, image.data, window=window)
+    result = yield from session.cascade_job(prompts, strategy, no_enlargement=no_enlargement)
+    timings = {
+        "device": str(model.device),
+        "config": config,
+        "checkpoint": str(model.checkpoint),
+        "window": list(window),
+        "seconds_reading_and_loading": round(t_load - t0, 3),
+        "passes": [
+            {"seconds": round(p.seconds, 3), "organs": [o.name for o in p.prompts.organs], "propagated": p.recomputed}
+            for p in result.passes
+        ],
+        "encoder_runs": session.cache.encoder_runs,
+        "seconds_total": round(time.perf_counter() - t0, 3),
+    }
+    written = write_medsam2_outputs(result, image, out, timings=timings, overwrite=overwrite)
+    return {"result": result, "written": written, "timings": timings, "notice": model.notice}
+
+
+def write_medsam2_outputs(
+    result: CascadeResult, grid, out: str | Path, *, timings: dict | None = None, overwrite: bool = False
+) -> dict[str, Path]:
+    """Segmentation, class probabilities (4D), entropy in the image's source geometry; prompts of every pass."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fused = result.final.fused
+    written = {
+        "segmentation": write_volume(
+            grid.with_data(fused.segmentation, kind=VolumeKind.LABELS, name="medsam2 segmentation"),
+            out / "segmentation.nii.gz", overwrite=overwrite,
+        ),
+        "probabilities": write_probabilities(fused.probabilities, grid, out / "probabilities.nii.gz",
+                                             overwrite=overwrite),
+        "entropy": write_volume(grid.with_data(fused.entropy, kind=VolumeKind.FLOAT_MAP, name="medsam2 entropy"),
+                                out / "entropy.nii.gz", overwrite=overwrite),
+    }  # fmt: skip
+    prompts = result.prompts_dict()
+    prompts["channels"] = {"background": 0, **{o.name: o.label for o in result.final.prompts.organs}}
+    for name, payload in (("prompts", prompts), ("timings", timings or {})):
+        text = json.dumps(payload, indent=1)
+        written[name] = atomic_write(out / f"{name}.json", lambda p, t=text: p.write_text(t), overwrite=overwrite)
+    return written
