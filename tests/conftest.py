@@ -10,6 +10,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Load triton (through torch._dynamo, which nnU-Net, torchvision and sam2 import) before any napari canvas: once
+    Mesa's software OpenGL has mapped its libLLVM, loading triton's own LLVM crashes the process (SIGSEGV), while
+    the other order is fine. The plugin itself guards its widgets with `keep_triton_away_from_mesa`; a test session
+    mixes GUI and engine tests in one process, so it loads triton first."""
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception:  # torch missing or triton unusable: nothing to protect
+        pass
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Root of the shared real data (``SEGUNC_SHARED_DATA``, default ``../shared/data`` beside the repository).
@@ -33,3 +44,11 @@ def totalseg(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def values_toy(shared_data: Path) -> Path:
     return shared_data / "values_toy"
+
+
+@pytest.fixture(autouse=True)
+def _private_user_folders(tmp_path_factory, monkeypatch):
+    """Autosaved sessions and remembered settings go to a temporary folder, never to the user's home."""
+    root = tmp_path_factory.mktemp("user")
+    monkeypatch.setenv("SEGUNC_SESSION_DIR", str(root / "sessions"))
+    monkeypatch.setenv("SEGUNC_CONFIG_DIR", str(root / "config"))
