@@ -133,7 +133,9 @@ def _read_state_dict(path: Path) -> dict:
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors stay in the page cache until load_state_dict copies them (a copy that releases the GIL); a
+        # plain read would fill fresh memory while holding it, which stalls napari's GUI thread for ~0.3 s.
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):  # not a pickle of objects at all: garbage or another format
             raise InvalidInput(f"{path} is not a readable PyTorch checkpoint (corrupt or another format?).") from None

@@ -1,0 +1,109 @@
+"""The review session of an image in a viewer: its working annotation layer, undo history and autosave.
+
+The state lives in the "working annotation" labels layer's metadata (``metadata["segunc_review"]``), so every dock
+widget of a viewer finds the same one without any module-level registry: the MedSAM2 widget accepts results into
+it, the Export widget writes it, Undo/Redo anywhere act on its `History`. The layer's data *is* the annotation
+array (napari does not copy numpy arrays); after each change the layer is refreshed and the session autosaved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QMessageBox
+
+from ..errors import InvalidInput
+from ..review import History, SessionStore, WorkingAnnotation
+from ..volume import Volume, VolumeKind
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["ReviewState", "annotation_name", "find_review", "image_volume", "review_for"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ReviewState:
+    """Everything of one image's review session."""
+
+    image_layer: Image
+    layer: Labels
+    annotation: WorkingAnnotation
+    store: SessionStore | None
+    prompts: Any = None  # the MedSAM2 widget's current PromptSet (saved with the annotation)
+
+    @property
+    def history(self) -> History:
+        return self.annotation.history
+
+    def autosave(self) -> None:
+        if self.store is not None:
+            self.store.save(self.annotation, self.prompts)
+
+
+def image_volume(layer: Image) -> Volume:
+    """The canonical volume behind an image layer opened by napari-segunc (a clear error for other layers)."""
+    geometry = layer.metadata.get("segunc_geometry") if layer is not None else None
+    if not geometry:
+        raise InvalidInput("Choose an image opened with napari-segunc (Open study, File ▸ Open, or the phantom).")
+    return Volume.from_geometry_dict(layer.data, geometry, kind=VolumeKind.INTENSITY, name=layer.name)
+
+
+def annotation_name(image_layer: Image) -> str:
+    return f"working annotation ({image_layer.name})"
+
+
+def find_review(viewer: napari.Viewer, image_layer: Image) -> ReviewState | None:
+    """The review state of `image_layer` in `viewer`, if one was started."""
+    for layer in viewer.layers:
+        state = layer.metadata.get("segunc_review") if isinstance(layer, Labels) else None
+        if state is not None and state.image_layer is image_layer:
+            return state
+    return None
+
+
+def _ask_restore(store: SessionStore) -> bool:
+    answer = QMessageBox.question(
+        None, "Restore the review session?",
+        f"A review session of this image was autosaved ({store.describe()}) in {store.folder}.\n"
+        "Restore its annotation and box prompts?",
+    )  # fmt: skip
+    return answer == QMessageBox.StandardButton.Yes
+
+
+def review_for(
+    viewer: napari.Viewer,
+    image_layer: Image,
+    *,
+    autosave: bool = True,
+    ask_restore: Callable[[SessionStore], bool] = _ask_restore,
+) -> ReviewState:
+    """The image's review state, created (with its labels layer) on first use; a saved session is offered back."""
+    state = find_review(viewer, image_layer)
+    if state is not None:
+        return state
+    grid = image_volume(image_layer)
+    store = SessionStore.for_image(grid) if autosave else None
+    annotation = WorkingAnnotation(grid)
+    prompts = None
+    if store is not None and store.exists():
+        try:
+            if ask_restore(store):
+                labels, prompts = store.load(grid)
+                annotation = WorkingAnnotation(grid, labels)
+        except Exception as exc:  # a broken autosave never blocks the review
+            log.warning("could not restore the session in %s: %s", store.folder, exc)
+    kwargs = grid.napari_kwargs()
+    kwargs["name"] = annotation_name(image_layer)
+    layer = viewer.add_labels(annotation.data, **kwargs)
+    state = ReviewState(image_layer, layer, annotation, store, prompts)
+    layer.metadata["segunc_review"] = state
+    annotation.on_change = layer.refresh
+    annotation.history.listeners.append(state.autosave)
+    return state

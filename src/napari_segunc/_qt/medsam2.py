@@ -1,0 +1,423 @@
+"""The "MedSAM2" dock widget: organ boxes on Shapes layers, strategies A–D, run / rerun, accept into the annotation.
+
+Each organ has a Shapes layer ``boxes: <organ>`` in the image's voxel grid; rectangles are drawn with napari's
+rectangle tool on the current axial slice. The organ's slice range is set from the current slice, or taken from its
+boxes. "Boxes from mask" fills every organ from a labels layer (strategy A or B). Run propagates the organs in a
+worker (`napari_segunc.prompts.cascade.MedSAM2Session`: the encoder features and the unchanged organs are reused, so
+a rerun after a box edit propagates only that organ) and shows the segmentation and its entropy. Accept copies the
+result into the working annotation. Every box edit and every accept is one step of the viewer's undo history, and
+the annotation and the boxes are autosaved. The checkpoint path is remembered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image, Labels, Shapes
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..errors import InvalidInput
+from ..progress import Progress
+from ..review import Command
+from ..settings import get_setting, set_setting
+from ._medsam2_job import medsam2_job
+from ._organ_boxes import OrganBoxes, box_z_range
+from ._session import ReviewState, image_volume, review_for
+from ._worker import import_in_gui_thread, start_worker
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["MedSAM2Widget"]
+
+log = logging.getLogger(__name__)
+#: Imported when the widget opens, on the GUI thread: a first import inside the worker holds Python's import lock
+#: while napari's GUI thread may need it (a 0.2 s stall measured), and torch must see triton kept from Mesa's LLVM.
+NATIVE_MODULES = (
+    "torch",
+    "hydra.utils",
+    "napari_segunc.inference._sam2_predictor",
+    "sam2.modeling.backbones.hieradet",
+    "sam2.modeling.backbones.image_encoder",
+    "sam2.modeling.memory_attention",
+    "sam2.modeling.memory_encoder",
+    "sam2.modeling.position_encoding",
+    "sam2.modeling.sam.transformer",
+)
+
+
+class MedSAM2Widget(QWidget):
+    """Draw/edit organ boxes, run MedSAM2 (strategies A–D), accept the result into the working annotation."""
+
+    def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.image_size: int | None = None  # model input size override (tests use small random models)
+        self.result = None
+        self._holder: dict = {}
+        self._worker = None
+        self._cancel = threading.Event()
+        self.boxes = OrganBoxes(self.viewer, self._boxes_edited)
+        self._snapshot: dict = {}
+        import_in_gui_thread(*NATIVE_MODULES)
+
+        self.image_combo, self.mask_combo = QComboBox(), QComboBox()
+        self.checkpoint_edit = QLineEdit(get_setting("medsam2_checkpoint", "") or "")
+        self.checkpoint_edit.setPlaceholderText("MedSAM2_latest.pt (or $SEGUNC_MEDSAM2_CHECKPOINT)")
+        self.browse_button = QPushButton("Browse…")
+        self.config_combo, self.device_combo, self.strategy_combo = QComboBox(), QComboBox(), QComboBox()
+        from ..inference.medsam2 import MODEL_CONFIGS
+
+        self.config_combo.addItems(list(MODEL_CONFIGS))
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.strategy_combo.addItems(["A", "B", "C", "D"])
+        self.strategy_combo.setCurrentText("B")
+        self.organ_table = QTableWidget(0, 4)
+        self.organ_table.setHorizontalHeaderLabels(["organ", "label", "slices", "boxes"])
+        self.organ_name, self.organ_label = QLineEdit(), QLineEdit()
+        self.organ_name.setPlaceholderText("organ name")
+        self.organ_label.setPlaceholderText("label")
+        self.add_button = QPushButton("Add organ")
+        self.zmin_button, self.zmax_button = QPushButton("z min = this slice"), QPushButton("z max = this slice")
+        self.draw_button = QPushButton("Draw a box")
+        self.from_mask_button = QPushButton("Boxes from mask")
+        self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
+        self.accept_button = QPushButton("Accept into annotation")
+        self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
+        self.progress = QProgressBar()
+        self.status = QLabel("Choose an image and a checkpoint, add boxes, then Run.")
+        self.status.setWordWrap(True)
+        # a fixed height: a message of another length must not resize the dock, which would make napari redraw its
+        # canvas (~0.2 s with software OpenGL) in the middle of a run
+        self.status.setFixedHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+
+        form = QFormLayout()
+        form.addRow("Image:", self.image_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.checkpoint_edit)
+        row.addWidget(self.browse_button)
+        form.addRow("Checkpoint:", row)
+        form.addRow("Model:", self.config_combo)
+        form.addRow("Device:", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.organ_table)
+        for widgets in ((self.organ_name, self.organ_label, self.add_button),
+                        (self.zmin_button, self.zmax_button, self.draw_button),
+                        (QLabel("mask:"), self.mask_combo, self.from_mask_button),
+                        (QLabel("strategy:"), self.strategy_combo, self.run_button, self.cancel_button),
+                        (self.accept_button, self.undo_button, self.redo_button)):  # fmt: skip
+            row = QHBoxLayout()
+            for w in widgets:
+                row.addWidget(w)
+            layout.addLayout(row)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+
+        self.browse_button.clicked.connect(self._browse)
+        self.add_button.clicked.connect(lambda: self._add_typed_organ())
+        self.zmin_button.clicked.connect(lambda: self.set_z_range(low=self._current_z()))
+        self.zmax_button.clicked.connect(lambda: self.set_z_range(high=self._current_z()))
+        self.draw_button.clicked.connect(self._draw)
+        self.from_mask_button.clicked.connect(lambda: self.boxes_from_mask())
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.accept_button.clicked.connect(lambda: self.accept())
+        self.undo_button.clicked.connect(lambda: self.undo())
+        self.redo_button.clicked.connect(lambda: self.redo())
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    # ------------------------------------------------------------------------------------------ layers and state
+    @property
+    def inputs(self) -> list[QWidget]:
+        return [self.image_combo, self.checkpoint_edit, self.browse_button, self.config_combo, self.device_combo,
+                self.strategy_combo, self.run_button, self.from_mask_button, self.accept_button,
+                self.add_button]  # fmt: skip
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def _refresh_layers(self, _event: Any = None) -> None:
+        for combo, kind in ((self.image_combo, Image), (self.mask_combo, Labels)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            for layer in self.viewer.layers:
+                if isinstance(layer, kind) and layer.metadata.get("segunc_geometry") and layer.ndim == 3:
+                    if "segunc_review" not in layer.metadata:
+                        combo.addItem(layer.name)
+            combo.setCurrentIndex(max(combo.findText(current), 0))
+            combo.blockSignals(False)
+        self._refresh_table()
+
+    def image_layer(self) -> Image:
+        name = self.image_combo.currentText()
+        if name not in self.viewer.layers:
+            raise InvalidInput("Open an image first (Open study, File ▸ Open with napari-segunc, or the phantom).")
+        return self.viewer.layers[name]
+
+    def review(self) -> ReviewState:
+        return review_for(self.viewer, self.image_layer())
+
+    def organ_layers(self) -> list[Shapes]:
+        return self.boxes.layers()
+
+    def _grid_kwargs(self) -> dict:
+        return image_volume(self.image_layer()).napari_kwargs()
+
+    def _selected_organ(self) -> Shapes:
+        model = self.organ_table.selectionModel()
+        rows = model.selectedRows() if model is not None else []
+        layers = self.organ_layers()
+        if rows:
+            return layers[rows[0].row()]
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Shapes) and active in layers:
+            return active
+        if len(layers) == 1:
+            return layers[0]
+        raise InvalidInput("Select an organ in the table first.")
+
+    def _current_z(self) -> int:
+        return int(self.viewer.dims.current_step[0])
+
+    # ------------------------------------------------------------------------------------------ organs and boxes
+    def add_organ(self, name: str, label: int, boxes=(), z_range: tuple[int, int] | None = None) -> Shapes:
+        """Add (or reset) an organ's box layer, as one undoable step; `boxes` are `napari_segunc.prompts.Box`."""
+        self._recorded(f"add organ {name}", lambda: self.boxes.add(name, label, boxes, z_range,
+                                                                   grid_kwargs=self._grid_kwargs()))  # fmt: skip
+        return self.boxes.layer(name)
+
+    def _add_typed_organ(self) -> None:
+        try:
+            name, label = self.organ_name.text().strip(), int(self.organ_label.text())
+            if not name or label < 1:
+                raise ValueError
+            self.add_organ(name, label)
+        except ValueError:
+            self._error("Give the organ a name and a label value ≥ 1.")
+        except InvalidInput as exc:
+            self._error(str(exc))
+
+    def set_z_range(self, low: int | None = None, high: int | None = None) -> None:
+        """Set the selected organ's slice range bound(s) (default: from its boxes)."""
+        try:
+            layer = self._selected_organ()
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        old = layer.metadata.get("segunc_z_range") or box_z_range(layer) or (low or high, low or high)
+        new = (old[0] if low is None else low, old[1] if high is None else high)
+        self._recorded(f"slice range of {layer.metadata['segunc_organ']}",
+                       lambda: layer.metadata.update(segunc_z_range=(min(new), max(new))))  # fmt: skip
+
+    def _draw(self) -> None:
+        try:
+            layer = self._selected_organ()
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        self.viewer.layers.selection.active = layer
+        layer.mode = "add_rectangle"
+        self.status.setText(f"Drag a rectangle around the {layer.metadata['segunc_organ']} on this slice.")
+
+    def boxes_from_mask(self, layer_name: str | None = None, labels: dict[str, int] | None = None,
+                        strategy: str | None = None) -> None:  # fmt: skip
+        """Fill every organ's boxes from a labels layer (strategy A or B; C/D take B's boxes)."""
+        from ..phantom import LABELS
+        from ..prompts.cascade import first_pass_prompts
+
+        name = layer_name or self.mask_combo.currentText()
+        if name not in self.viewer.layers:
+            self._error("Choose a labels layer (a segmentation or a rater) to take the boxes from.")
+            return
+        layer = self.viewer.layers[name]
+        data = np.asarray(layer.data)
+        if labels is None:
+            present = {int(v) for v in np.unique(data) if v}
+            named = {**LABELS, **layer.metadata.get("segunc_labels", {})}
+            labels = {k: v for k, v in named.items() if v in present}
+            labels.update({f"label_{v}": v for v in sorted(present - set(labels.values()))})
+        try:
+            prompts = first_pass_prompts(data, labels, strategy or self.strategy_combo.currentText())
+            self._recorded(f"boxes from {name}", lambda: self.boxes.fill(prompts, grid_kwargs=self._grid_kwargs()))
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        self.status.setText(f"Boxes for {len(prompts.organs)} organ(s) from '{name}'.")
+
+    def prompts(self):
+        """The current boxes as a `PromptSet` (canonical voxel grid)."""
+        return self.boxes.prompts(tuple(self.image_layer().data.shape))
+
+    # ------------------------------------------------------------------------------------------ undo of box edits
+    def _recorded(self, description: str, change) -> None:
+        """Apply `change` (a function) as one undoable step of the review history."""
+        before = self.boxes.state()
+        change()
+        self._snapshot = after = self.boxes.state()
+        self._push(description, before, after)
+
+    def _push(self, description: str, before: dict, after: dict) -> None:
+        self._refresh_table()
+        try:
+            state = self.review()
+        except InvalidInput:
+            return
+        state.prompts = self._safe_prompts()
+        state.history.push(Command(description, lambda: self._restore(before), lambda: self._restore(after)))
+
+    def _restore(self, state: dict) -> None:
+        self.boxes.restore(state, grid_kwargs=self._grid_kwargs())
+        self._snapshot = self.boxes.state()
+        self._refresh_table()
+        try:
+            self.review().prompts = self._safe_prompts()
+        except InvalidInput:
+            pass
+
+    def _boxes_edited(self) -> None:
+        before, after = self._snapshot, self.boxes.state()
+        if not self.boxes.same(before, after):
+            self._snapshot = after
+            self._push("edit boxes", before, after)
+
+    def _safe_prompts(self):
+        try:
+            return self.prompts()
+        except InvalidInput:
+            return None
+
+    def undo(self) -> str | None:
+        done = self.review().history.undo()
+        self.status.setText(f"Undone: {done}." if done else "Nothing to undo.")
+        return done
+
+    def redo(self) -> str | None:
+        done = self.review().history.redo()
+        self.status.setText(f"Redone: {done}." if done else "Nothing to redo.")
+        return done
+
+    def _refresh_table(self) -> None:
+        layers = self.organ_layers()
+        self.organ_table.setRowCount(len(layers))
+        for i, layer in enumerate(layers):
+            z = layer.metadata.get("segunc_z_range") or box_z_range(layer)
+            cells = [layer.metadata.get("segunc_organ", layer.name), str(layer.metadata.get("segunc_label", "")),
+                     f"{z[0]}–{z[1]}" if z else "", str(len(layer.data))]  # fmt: skip
+            for j, text in enumerate(cells):
+                self.organ_table.setItem(i, j, QTableWidgetItem(text))
+
+    # ------------------------------------------------------------------------------------------ run and accept
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "MedSAM2 / SAM2.1 checkpoint", "", "Checkpoint (*.pt *.pth)")
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    def run(self) -> None:
+        """Run MedSAM2 on the current boxes in a worker (only organs whose boxes changed are propagated again)."""
+        if self.busy:
+            self._error("MedSAM2 is still running; wait for it or press Cancel.")
+            return
+        try:
+            layer = self.image_layer()
+            image = image_volume(layer)
+            prompts = self.prompts()
+            strategy = self.strategy_combo.currentText()
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        checkpoint = self.checkpoint_edit.text().strip() or None
+        if checkpoint:
+            set_setting("medsam2_checkpoint", checkpoint)
+        self._cancel.clear()
+        self.cancel_button.setEnabled(True)
+        self.status.setText("MedSAM2: starting…")
+        self._worker = start_worker(
+            medsam2_job, self._holder, image, prompts, strategy, checkpoint=checkpoint,
+            config=self.config_combo.currentText(), device=self.device_combo.currentText(),
+            image_size=self.image_size, window=tuple(float(v) for v in layer.contrast_limits), cancel=self._cancel,
+            inputs=self.inputs, on_yielded=self._progressed, on_returned=self._done, on_error=self._error,
+            on_finished=self._finished,
+        )  # fmt: skip
+
+    def cancel(self) -> None:
+        if self.busy:
+            self._cancel.set()
+            self.status.setText("Cancelling after the current slice…")
+
+    def _progressed(self, report: Progress) -> None:
+        self.progress.setRange(0, max(1, report.total))
+        self.progress.setValue(report.step)
+        self.status.setText(report.message)
+
+    def _done(self, result) -> None:
+        if result is None:
+            self.status.setText("Cancelled: nothing changed.")
+            return
+        self.result = result
+        QTimer.singleShot(0, self._show_result)
+
+    def _show_result(self) -> None:
+        from ..uncertainty.layers import map_layer, segmentation_layer
+
+        grid = image_volume(self.image_layer())
+        fused = self.result.final.fused
+        names = {o.name: o.label for o in self.result.final.prompts.organs}
+        for data, kwargs, kind in (
+            segmentation_layer(fused.segmentation, grid, name="medsam2 segmentation", labels=names),
+            map_layer("entropy", fused.entropy, grid, n_classes=len(fused.labels), normalized=False, prefix="medsam2 "),
+        ):
+            if kwargs["name"] in self.viewer.layers:  # a rerun: new data in the same layers (no new canvas visuals)
+                self.viewer.layers[kwargs["name"]].data = data
+            else:
+                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        propagated = [o for p in self.result.passes for o in p.recomputed]
+        self.status.setText(
+            f"MedSAM2 done ({self.result.strategy.value}): propagated "
+            f"{', '.join(propagated) or 'nothing new'}; Accept copies it into the annotation."
+        )
+
+    def accept(self, organs: list[str] | None = None) -> None:
+        """Copy the last result's organs (all, or `organs`) into the working annotation: one undo step."""
+        if self.result is None:
+            self._error("Run MedSAM2 first: there is no result to accept.")
+            return
+        state = self.review()
+        seg = self.result.final.fused.segmentation
+        chosen = [o for o in self.result.final.prompts.organs if organs is None or o.name in organs]
+        state.prompts = self._safe_prompts()
+        state.annotation.set_organs({o.label: seg == o.label for o in chosen},
+                                    description=f"accept MedSAM2 {', '.join(o.name for o in chosen)}")  # fmt: skip
+        self.status.setText(f"Accepted {len(chosen)} organ(s) into '{state.layer.name}' (Undo reverts).")
+
+    def _finished(self) -> None:
+        self._worker = None
+        self.cancel_button.setEnabled(False)
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        log.warning("%s", message)
+        self.status.setText(message)
+        show_error(message)

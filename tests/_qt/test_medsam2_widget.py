@@ -1,0 +1,204 @@
+"""The "MedSAM2" widget in a real napari viewer with a randomly initialised MedSAM2-architecture checkpoint (64 px):
+boxes from a mask, run, rerun of the edited organ only, accept into the working annotation, undo/redo, autosave and
+restore, the remembered checkpoint, bad input, and no GUI stall while MedSAM2 runs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+from qtpy.QtCore import QTimer
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sam2")
+
+from napari_segunc._qt._session import find_review, review_for  # noqa: E402
+from napari_segunc._qt.medsam2 import MedSAM2Widget  # noqa: E402
+from napari_segunc.inference.device import torch_threads  # noqa: E402
+from napari_segunc.inference.medsam2 import build_model, load_model  # noqa: E402
+from napari_segunc.io._npe2 import volume_layer_data  # noqa: E402
+from napari_segunc.progress import run_job  # noqa: E402
+from napari_segunc.prompts import Strategy, prompts_from_mask  # noqa: E402
+from napari_segunc.prompts.cascade import MedSAM2Session  # noqa: E402
+from napari_segunc.review import SessionStore  # noqa: E402
+from napari_segunc.settings import get_setting  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend"),
+    pytest.mark.filterwarnings("ignore:Conversion from CIE-LAB"),
+]
+KIDNEYS = {"kidney_right": 2, "kidney_left": 3}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("medsam2_widget") / "random_medsam2.pt"
+    torch.save({"model": build_model("medsam2", image_size=64).state_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def medsam2_widget(make_napari_viewer, phantom_study, checkpoint):
+    def factory():
+        viewer = make_napari_viewer(show=True)
+        data, kwargs, _ = volume_layer_data(phantom_study.image)
+        viewer.add_image(data, **kwargs)
+        data, kwargs, _ = volume_layer_data(phantom_study.truth)
+        kwargs["name"] = "truth"
+        viewer.add_labels(data, **kwargs)
+        widget = MedSAM2Widget(viewer)
+        viewer.window.add_dock_widget(widget, name="MedSAM2")
+        widget.image_size = 64
+        widget.checkpoint_edit.setText(str(checkpoint))
+        widget.device_combo.setCurrentText("cpu")
+        widget.image_combo.setCurrentText(phantom_study.image.name)
+        return viewer, widget
+
+    return factory
+
+
+class _Gaps:
+    """Longest gap between ticks of a 10 ms QTimer while a worker runs (the GUI thread's stalls)."""
+
+    def __init__(self) -> None:
+        self.last, self.worst, self.running = time.perf_counter(), 0.0, False
+        self.log: list = []
+        self.t0 = self.last
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def start_running(self) -> None:
+        """The worker's first report reached the GUI thread: from now on every gap counts (the click's own
+        response — disabling the controls, a repaint — is the 'starting' phase, measured separately)."""
+        if not self.running:
+            self.starting = time.perf_counter() - self.t0
+            self._tick()
+            self.running = True
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self.running:
+            self.worst = max(self.worst, now - self.last)
+            if now - self.last > 0.05:
+                self.log.append((round(now - self.t0, 3), round(now - self.last, 3)))
+        self.last = now
+
+
+def test_boxes_run_accept_undo_and_rerun(medsam2_widget, qtbot, wait_idle, phantom_study, checkpoint):
+    viewer, widget = medsam2_widget()
+    truth = phantom_study.truth.data
+    widget.boxes_from_mask("truth", labels=KIDNEYS, strategy="B")
+    expected = prompts_from_mask(truth, KIDNEYS, strategy=Strategy.B)
+    assert [la.name for la in widget.organ_layers()] == ["boxes: kidney_right", "boxes: kidney_left"]
+    assert widget.prompts().organs == expected.organs
+    assert widget.organ_table.rowCount() == 2 and widget.organ_table.item(1, 3).text() == "3"
+
+    qtbot.wait(300)  # let napari finish drawing the new box layers: the probe measures the MedSAM2 job alone
+    gaps = _Gaps()
+    widget._progressed = _wrap(widget._progressed, gaps.start_running, before=True)
+    widget._done = _wrap(widget._done, lambda: setattr(gaps, "running", False), before=True)
+    widget.run()
+    wait_idle(widget, timeout=120_000)
+    gaps.timer.stop()
+    assert gaps.worst < 0.1, f"the GUI thread stalled {gaps.worst * 1000:.0f} ms while MedSAM2 ran: {gaps.log}"
+    assert gaps.starting < 1.0  # from the click to the first report: controls disabled, model loading started
+    qtbot.waitUntil(lambda: "medsam2 segmentation" in viewer.layers, timeout=10_000)
+    seg = np.asarray(viewer.layers["medsam2 segmentation"].data)
+    # the same checkpoint through the engine directly gives the same labels
+    model = load_model(checkpoint, image_size=64, device="cpu")
+    with torch_threads(max(1, len(os.sched_getaffinity(0)) - 1)):  # as the widget's worker (same float sums)
+        session = MedSAM2Session(model, phantom_study.image.data, window=(-160.0, 240.0))
+        direct = run_job(session.cascade_job(expected, "B"))
+    assert np.array_equal(seg, direct.final.fused.segmentation)
+    entropy_layer = next(la for la in viewer.layers if la.name.startswith("medsam2") and "entropy" in la.name)
+    np.testing.assert_allclose(entropy_layer.data, direct.final.fused.entropy, atol=1e-6)
+    assert get_setting("medsam2_checkpoint") == str(checkpoint)
+
+    # accept → the working annotation holds the kidneys; undo / redo
+    widget.accept()
+    state = find_review(viewer, viewer.layers[phantom_study.image.name])
+    ann = np.asarray(state.layer.data)
+    for label in KIDNEYS.values():
+        assert np.array_equal(ann == label, seg == label)
+    assert state.history.descriptions[-1] == "accept MedSAM2 kidney_right, kidney_left"
+    assert widget.undo() == "accept MedSAM2 kidney_right, kidney_left" and not np.asarray(state.layer.data).any()
+    assert widget.redo() is not None and np.array_equal(np.asarray(state.layer.data), ann)
+    state.store.flush()
+    saved, saved_prompts = state.store.load(state.annotation.grid)
+    assert np.array_equal(saved, ann) and saved_prompts.organs == expected.organs
+
+    # a box edit is one undo step; the rerun propagates that organ only and encodes nothing new
+    runs = widget._holder["session"].cache.encoder_runs
+    layer = widget.boxes.layer("kidney_left")
+    before = [r.copy() for r in layer.data]
+    moved = [r.copy() for r in layer.data]
+    moved[1][:, 2] += 2
+    layer.data = moved
+    assert state.history.descriptions[-1] == "edit boxes"
+    assert widget.prompts().organ("kidney_left").boxes[1].x_min == expected.organ("kidney_left").boxes[1].x_min + 2
+    widget.run()
+    wait_idle(widget, timeout=120_000)
+    qtbot.waitUntil(lambda: "propagated kidney_left;" in widget.status.text(), timeout=10_000)
+    assert widget._holder["session"].cache.encoder_runs == runs
+    assert widget.undo() == "edit boxes"
+    assert all(np.array_equal(a, b) for a, b in zip(widget.boxes.layer("kidney_left").data, before, strict=True))
+
+    # what a person sees: the kidney boxes (green edge for label 2) on the key slice
+    for layer in viewer.layers:
+        layer.visible = layer.name.startswith(("boxes", phantom_study.image.name))
+    viewer.reset_view()
+    viewer.dims.set_current_step(0, expected.organ("kidney_right").key_z)
+    qtbot.wait(100)
+    shot = viewer.screenshot(canvas_only=True, flash=False)
+    green = (shot[..., 1] > 150) & (shot[..., 0] < 120) & (shot[..., 2] < 120)
+    assert green.sum() > 20
+
+
+def test_restore_session_and_bad_input(medsam2_widget, qtbot, wait_idle, phantom_study, tmp_path):
+    viewer, widget = medsam2_widget()
+    image_layer = viewer.layers[phantom_study.image.name]
+    state = review_for(viewer, image_layer)
+    mask = phantom_study.truth.data == 1
+    state.annotation.set_organ(mask, 1, description="accept liver")
+    state.store.flush()
+    assert SessionStore.for_image(state.annotation.grid).exists()
+
+    # a second viewer on the same image is offered the session back
+    viewer2, _ = medsam2_widget()
+    asked = []
+    restored = review_for(viewer2, viewer2.layers[phantom_study.image.name],
+                          ask_restore=lambda store: asked.append(store) or True)  # fmt: skip
+    assert len(asked) == 1 and np.array_equal(np.asarray(restored.layer.data) == 1, mask)
+
+    # no boxes: a clear message, nothing runs
+    widget.run()
+    assert not widget.busy and "Draw at least one box" in widget.status.text()
+    # a corrupt checkpoint: the worker's error is shown and the widget is usable again
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    widget.checkpoint_edit.setText(str(bad))
+    widget.boxes_from_mask("truth", labels={"spleen": 4}, strategy="A")
+    widget.run()
+    wait_idle(widget, timeout=60_000)
+    assert "bad.pt is not a readable PyTorch checkpoint" in widget.status.text()
+    assert widget.run_button.isEnabled()
+    widget.accept()
+    assert "Run MedSAM2 first" in widget.status.text()
+
+
+def _wrap(method, hook, *, before: bool = False):
+    def wrapped(*args, **kwargs):
+        if before:
+            hook()
+        out = method(*args, **kwargs)
+        if not before:
+            hook()
+        return out
+
+    return wrapped
