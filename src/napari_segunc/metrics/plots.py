@@ -16,7 +16,7 @@ import numpy as np
 
 from ..io.writers import atomic_write
 
-__all__ = ["plot_reliability", "plot_risk_coverage", "plot_violins"]
+__all__ = ["draw_reliability", "draw_risk_coverage", "plot_reliability", "plot_risk_coverage", "plot_violins"]
 
 _MAX_CURVE_POINTS = 1000
 
@@ -45,11 +45,19 @@ def plot_reliability(calibration: Any, path: str | os.PathLike, *, title: str = 
     `calibration` is a `calibration.Calibration` (``bin_edges``, ``bin_confidence``, ``bin_accuracy``,
     ``bin_count``, ``ece``, ``ace``).
     """
+    fig = _figure(5.0, 5.6)
+    draw_reliability(fig, calibration, title=title)
+    return _save(fig, path, overwrite)
+
+
+def draw_reliability(fig: Any, calibration: Any, *, title: str = "") -> None:
+    """Draw the reliability diagram of `plot_reliability` into a matplotlib `Figure` (cleared first), e.g. the
+    figure of a Qt canvas."""
+    fig.clear()
     edges = np.asarray(calibration.bin_edges, dtype=float)
     conf = np.asarray(calibration.bin_confidence, dtype=float)
     acc = np.asarray(calibration.bin_accuracy, dtype=float)
     count = np.asarray(calibration.bin_count, dtype=float)
-    fig = _figure(5.0, 5.6)
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     width = np.diff(edges)
     ok = count > 0
@@ -66,7 +74,6 @@ def plot_reliability(calibration: Any, path: str | os.PathLike, *, title: str = 
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (top-label probability)")
     bottom.set_ylabel("voxels")
-    return _save(fig, path, overwrite)
 
 
 def _thin(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,8 +88,15 @@ def plot_risk_coverage(curve: Any, path: str | os.PathLike, *, title: str = "", 
 
     `curve` is a `ranking.RiskCoverage` (``coverage``, ``selective_risk``, ``aurc``, ``eaurc``).
     """
-    x, y = _thin(np.asarray(curve.coverage, dtype=float), np.asarray(curve.selective_risk, dtype=float))
     fig = _figure(5.0, 4.2)
+    draw_risk_coverage(fig, curve, title=title)
+    return _save(fig, path, overwrite)
+
+
+def draw_risk_coverage(fig: Any, curve: Any, *, title: str = "") -> None:
+    """Draw the risk–coverage curve of `plot_risk_coverage` into a matplotlib `Figure` (cleared first)."""
+    fig.clear()
+    x, y = _thin(np.asarray(curve.coverage, dtype=float), np.asarray(curve.selective_risk, dtype=float))
     ax = fig.subplots()
     ax.plot(x, y, color="#c44e52", lw=1.5, drawstyle="steps-post")
     ax.set_xlim(0, 1)
@@ -91,7 +105,6 @@ def plot_risk_coverage(curve: Any, path: str | os.PathLike, *, title: str = "", 
     ax.set_ylabel("selective risk (fraction of raters disagreeing)")
     ax.set_title(f"{title + ': ' if title else ''}AURC {_fmt(curve.aurc)}, E-AURC {_fmt(curve.eaurc)}")
     ax.grid(alpha=0.3)
-    return _save(fig, path, overwrite)
 
 
 def plot_violins(

@@ -85,12 +85,24 @@ def map_layer(
 
 
 def segmentation_layer(
-    data: np.ndarray, grid: Volume, *, name: str = "segmentation", labels: Mapping[str, int] | None = None
+    data: np.ndarray,
+    grid: Volume,
+    *,
+    name: str = "segmentation",
+    labels: Mapping[str, int] | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> LayerData:
-    """A label map as a labels layer (names of the labels kept in metadata for the widgets' tables)."""
+    """A label map as a labels layer (names of the labels kept in metadata for the widgets' tables).
+
+    `probabilities`, the (C, Z, Y, X) class probabilities the label map is the argmax of (background first, channel
+    i = the i-th organ in increasing label value), go to ``metadata["segunc_probabilities"]`` when given: the
+    Metrics widget reads its calibration and uncertainty metrics from there.
+    """
     kwargs = grid.napari_kwargs()
     kwargs.update(name=name, opacity=0.5)
     kwargs["metadata"] = {**kwargs["metadata"], "segunc_labels": dict(labels or {})}
+    if probabilities is not None:
+        kwargs["metadata"]["segunc_probabilities"] = probabilities
     return data, kwargs, "labels"
 
 
@@ -101,12 +113,20 @@ def ensemble_layers(
     which: Iterable[str] = ("entropy", "expected_entropy", "mutual_information"),
     labels: Mapping[str, int] | None = None,
     with_segmentation: bool = True,
+    with_probabilities: bool = False,
 ) -> list[LayerData]:
-    """Segmentation + the chosen scalar maps of one ensemble group; names carry the group when it is not 'all'."""
+    """Segmentation + the chosen scalar maps of one ensemble group; names carry the group when it is not 'all'.
+
+    With `with_probabilities`, the segmentation layer also carries the group's mean probabilities in
+    ``metadata["segunc_probabilities"]`` (what the Metrics widget needs for calibration and uncertainty metrics;
+    C × the image's size in float32, kept as long as the layer lives).
+    """
     prefix = "" if maps.group == "all" else f"{maps.group}: "
     layers = []
     if with_segmentation:
-        layers.append(segmentation_layer(maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels))
+        probabilities = maps.mean_probabilities if with_probabilities else None
+        layers.append(segmentation_layer(maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels,
+                                         probabilities=probabilities))  # fmt: skip
     for name in which:
         if name not in SCALAR_MAPS:
             raise ValueError(f"Unknown map '{name}'; choose from {', '.join(SCALAR_MAPS)}.")
