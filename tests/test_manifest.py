@@ -23,6 +23,9 @@ PACKAGE_MANIFEST = Path(napari_segunc.__file__).parent / "napari.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
+WIDGETS = ["Open study", "Ensemble", "Uncertainty & raters", "MedSAM2", "Metrics"]
+
+
 def _ras_image(path: Path) -> sitk.Image:
     """Small CT-like int16 NIfTI in RAS orientation (as most NIfTI exporters write), with a marked corner."""
     rng = np.random.default_rng(0)
@@ -68,7 +71,7 @@ def test_manifest_validates_from_installed_distribution():
     assert contrib.writers[0].layer_types == ["labels"]
     assert contrib.writers[0].filename_extensions == [".nii.gz", ".nii", ".nrrd", ".mha"]
     assert [s.display_name for s in contrib.sample_data] == ["Synthetic abdominal CT study (phantom)"]
-    assert [w.display_name for w in contrib.widgets] == ["Open study", "Ensemble"]
+    assert [w.display_name for w in contrib.widgets] == WIDGETS
 
 
 def test_npe2_cli_validate():
