@@ -99,6 +99,10 @@ def test_autosave_and_restore(study, tmp_path):
     other = make_phantom(seed=1, n_raters=1, shape=(40, 112, 144)).image
     with pytest.raises(GeometryMismatch):
         store.load(other)
+    # a declined session is moved aside under a dated name, never overwritten by the next one
+    kept = store.archive()
+    assert not store.exists() and kept.parent == store.folder.parent and kept.name.startswith(store.folder.name + "-")
+    assert np.array_equal(SessionStore(kept).load(image)[0], ann.data)
     store.close()
 
 

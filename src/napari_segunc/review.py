@@ -284,6 +284,20 @@ class SessionStore:
         prompts = load_prompts(prompts_path) if prompts_path.is_file() else None
         return np.asarray(saved.data), prompts
 
+    def archive(self) -> Path | None:
+        """Move the saved session aside (``<folder>-<date-time>``) so that a new session never overwrites it."""
+        self.flush()
+        if not self.folder.exists():
+            return None
+        target = self.folder.with_name(f"{self.folder.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = target.with_name(f"{target.name.split('~')[0]}~{n}")
+        self.folder.rename(target)
+        log.info("previous session kept in %s", target)
+        return target
+
     def close(self) -> None:
         self.flush()
         self._pool.shutdown(wait=True)

@@ -244,3 +244,203 @@ def test_screenshot_shows_the_abdomen_and_the_rater_labels(open_study, wait_idle
     assert shown >= 3, "fewer than three organs of rater 1 visible on the middle slice"
     changed = np.any(drawn[..., :3] != bare[..., :3], axis=-1)
     assert changed.sum() > 0.5 * (rater > 0).sum() * (_camera(viewer).zoom * image.spacing[2]) ** 2
+
+
+# ------------------------------------------------------------------------------------------------ probability maps
+def _smoothed_one_hot(truth: np.ndarray, n_classes: int, sigma: float) -> np.ndarray:
+    """(C, Z, Y, X) float32 probabilities: each class's indicator smoothed, then normalised per voxel."""
+    probs = np.stack([ndimage.gaussian_filter((truth == c).astype(np.float32), sigma) for c in range(n_classes)])
+    probs = np.clip(probs, 0, None)
+    return (probs / probs.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def members(phantom_study, phantom_files, tmp_path_factory):
+    """Three ensemble members of the phantom as 4D NIfTI (smoothed truth, more smoothing each): (paths, arrays)."""
+    from napari_segunc.io import read_volume, write_probabilities
+
+    folder = tmp_path_factory.mktemp("members")
+    reference = read_volume(phantom_files["image"])
+    n_classes = 1 + max(phantom_study.labels.values())
+    arrays = [_smoothed_one_hot(phantom_study.truth.data, n_classes, s) for s in (0.8, 1.5, 2.5)]
+    paths = [write_probabilities(a, reference, folder / f"member_{i + 1}.nii.gz") for i, a in enumerate(arrays)]
+    return paths, arrays
+
+
+def _by_map(viewer, name: str):
+    (layer,) = [lay for lay in viewer.layers if lay.metadata.get("segunc_map") == name]
+    return layer
+
+
+def test_add_probability_maps_as_an_ensemble(open_study, wait_idle, errors, tmp_path, phantom_files, members):
+    from napari_segunc.io import write_probabilities
+    from napari_segunc.uncertainty import EnsembleAccumulator
+
+    paths, arrays = members
+    viewer, widget = open_study()
+    widget.open_image(phantom_files["image"])
+    wait_idle(widget)
+    widget.add_probabilities(paths)
+    assert widget.busy and not widget.probabilities_button.isEnabled()
+    wait_idle(widget)
+    assert errors == []
+
+    acc = EnsembleAccumulator()
+    for i, a in enumerate(arrays):
+        acc.add(a, name=str(i))
+    expected = acc.result()
+    for name in ("entropy", "expected_entropy", "mutual_information"):
+        layer = _by_map(viewer, name)
+        assert layer.name.startswith("probabilities: ")
+        np.testing.assert_allclose(layer.data, getattr(expected, name), atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(layer.scale, widget.image_volume.spacing)
+    assert _by_map(viewer, "mutual_information").data.max() > 0  # members disagree at the organs' borders
+    (seg,) = [lay for lay in _labels(viewer) if lay.name == "probabilities: segmentation"]
+    mean = np.mean(np.stack(arrays).astype(np.float64), axis=0)
+    np.testing.assert_array_equal(seg.data, np.argmax(mean, axis=0))
+    np.testing.assert_allclose(seg.metadata["segunc_probabilities"], mean, atol=1e-6)  # for the Metrics widget
+    n_layers = len(viewer.layers)
+    assert n_layers == 1 + 4
+
+    # A member on another grid is refused by name; nothing is added.
+    other = Volume(np.zeros((8, 16, 20), np.int16), spacing=(3.0, 2.5, 2.5), name="other")
+    odd = write_probabilities(np.full((2, 8, 16, 20), 0.5, np.float32), other, tmp_path / "other_grid.nii.gz")
+    widget.add_probabilities([paths[0], odd])
+    wait_idle(widget)
+    assert len(errors) == 1 and "other_grid.nii.gz" in errors[0] and "No probability map was added" in errors[0]
+    assert len(viewer.layers) == n_layers
+    # A broken member (NaN) gets the core's message.
+    broken = arrays[0].copy()
+    broken[:, 3, 40, 50] = np.nan
+    nan_path = write_probabilities(broken, widget.image_volume, tmp_path / "broken.nii.gz")
+    widget.add_probabilities([nan_path])
+    wait_idle(widget)
+    assert len(errors) == 2 and "broken.nii.gz" in errors[1] and "NaN" in errors[1]
+    assert len(viewer.layers) == n_layers and widget.probabilities_button.isEnabled()
+
+
+def test_add_nnunet_npz_member_with_the_image_as_reference(
+    open_study, wait_idle, errors, tmp_path, monkeypatch, phantom_study, members
+):
+    import pickle
+
+    import SimpleITK as sitk
+
+    from napari_segunc.uncertainty import EnsembleAccumulator
+    from napari_segunc.volume import array_to_source
+
+    # The phantom CT stored RAS-like (x and y reversed in the file), as many NIfTI files are: nnU-Net's array order
+    # then differs from the canonical one.
+    direction = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
+    ct = sitk.GetImageFromArray(np.ascontiguousarray(phantom_study.image.data[:, ::-1, ::-1]))
+    ct.SetSpacing(phantom_study.image.spacing[::-1])
+    ct.SetDirection(direction)
+    sitk.WriteImage(ct, str(tmp_path / "case.nii.gz"))
+    viewer, widget = open_study()
+    widget.open_image(tmp_path / "case.nii.gz")
+    wait_idle(widget)
+    np.testing.assert_array_equal(widget.image_volume.data, phantom_study.image.data)
+    src = widget.image_volume.source
+    probs = members[1][0]
+    # nnU-Net's layout: (C, z, y, x) in SimpleITK's array order of the image file, geometry in the .pkl beside it.
+    np.savez_compressed(tmp_path / "case.npz", probabilities=array_to_source(probs, src.direction))
+    with open(tmp_path / "case.pkl", "wb") as fh:
+        pickle.dump({"sitk_stuff": {"spacing": src.spacing, "origin": src.origin, "direction": src.direction}}, fh)
+
+    unpickled = []
+    real_load = pickle.load
+
+    def load(fh, *args, **kwargs):  # numba's cache also unpickles: count only the nnU-Net properties file
+        unpickled.extend([1] if str(getattr(fh, "name", "")).endswith("case.pkl") else [])
+        return real_load(fh, *args, **kwargs)
+
+    monkeypatch.setattr(pickle, "load", load)
+    assert not widget.trust_pickle_check.isChecked()
+    widget.add_probabilities([tmp_path / "case.npz"])
+    wait_idle(widget)
+    assert errors == [] and unpickled == []  # the image gave the geometry: the .pkl was not touched
+    acc = EnsembleAccumulator()
+    acc.add(probs, name="case")
+    np.testing.assert_allclose(_by_map(viewer, "entropy").data, acc.result().entropy, atol=1e-6)
+    assert not _by_map(viewer, "mutual_information").data.any()  # one member: MI = 0
+    (seg,) = [lay for lay in _labels(viewer) if lay.name == "probabilities: segmentation"]
+    np.testing.assert_array_equal(seg.data, np.argmax(probs, axis=0))
+
+    # Trusting the .pkl: its geometry is read and checked against the image.
+    widget.add_probabilities([tmp_path / "case.npz"], trust_pickle=True)
+    wait_idle(widget)
+    assert errors == [] and unpickled == [1] and len(viewer.layers) == 1 + 2 * 4
+
+
+# ------------------------------------------------------------------------------------------------ rater folder
+def test_add_rater_folder(open_study, wait_idle, errors, tmp_path, phantom_study, phantom_files):
+    import shutil
+
+    folder = tmp_path / "raters"
+    folder.mkdir()
+    for i in range(len(phantom_study.raters)):
+        shutil.copy(phantom_files[f"rater_{i + 1}"], folder)
+    rater = phantom_study.raters[0]
+    coarse = Volume(rater.data[::2], spacing=(rater.spacing[0] * 2, *rater.spacing[1:]), kind=VolumeKind.LABELS)
+    write_volume(coarse, folder / "other_grid.nii.gz")
+    (folder / "labels.json").write_text("{}")  # not a label map: ignored
+    viewer, widget = open_study()
+    widget.open_image(phantom_files["image"])
+    wait_idle(widget)
+
+    widget.add_rater_folder(folder)
+    wait_idle(widget)
+    labels = _labels(viewer)
+    assert [layer.name for layer in labels] == [f"rater_{i + 1}" for i in range(len(phantom_study.raters))]
+    for layer, truth in zip(labels, phantom_study.raters, strict=True):
+        np.testing.assert_array_equal(layer.data, truth.data)
+        assert layer.metadata["segunc_geometry"]["source"]["path"]
+    assert len(errors) == 1 and "other_grid.nii.gz" in errors[0] and "was not added" in errors[0]
+
+    (tmp_path / "empty").mkdir()
+    widget.add_rater_folder(tmp_path / "empty")
+    wait_idle(widget)
+    assert len(errors) == 2 and "holds no label maps" in errors[1] and len(_labels(viewer)) == 3
+
+
+# ------------------------------------------------------------------------------------------------ restore on reopen
+def test_reopening_an_image_offers_its_autosaved_session(open_study, wait_idle, phantom_study, phantom_files):
+    from napari_segunc._qt._session import find_review
+    from napari_segunc.io import read_volume
+    from napari_segunc.prompts import prompts_from_mask
+    from napari_segunc.review import SessionStore, WorkingAnnotation
+
+    asked = []
+
+    def opened(answer: bool):
+        viewer, widget = open_study()
+        widget.ask_restore = lambda store: asked.append(store) or answer
+        widget.open_image(phantom_files["image"])
+        wait_idle(widget)
+        return viewer, widget
+
+    viewer, _widget = opened(True)  # no saved session: nothing is asked, no annotation layer
+    assert asked == [] and len(viewer.layers) == 1
+
+    image = read_volume(phantom_files["image"])
+    store = SessionStore.for_image(image)
+    truth = phantom_study.truth.data
+    prompts = prompts_from_mask(truth, phantom_study.labels)
+    store.save(WorkingAnnotation(image, truth), prompts)
+    store.close()
+
+    viewer, widget = opened(True)
+    assert len(asked) == 1 and asked[0].folder == store.folder
+    state = find_review(viewer, widget.image_layer)
+    assert state is not None and state.layer in viewer.layers
+    np.testing.assert_array_equal(state.layer.data, truth)
+    assert state.prompts == prompts
+    assert "Restored" in widget.status.text()
+
+    viewer, widget = opened(False)
+    assert len(asked) == 2
+    state = find_review(viewer, widget.image_layer)
+    assert not state.annotation.data.any() and state.prompts is None  # a fresh annotation, nothing restored
+    assert not store.exists()  # the declined session was moved aside, not left to be overwritten
+    kept = [p for p in store.folder.parent.iterdir() if p.name.startswith(store.folder.name + "-")]
+    assert len(kept) == 1 and np.array_equal(SessionStore(kept[0]).load(image)[0], truth)

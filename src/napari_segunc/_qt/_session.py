@@ -72,7 +72,7 @@ def _ask_restore(store: SessionStore) -> bool:
     answer = QMessageBox.question(
         None, "Restore the review session?",
         f"A review session of this image was autosaved ({store.describe()}) in {store.folder}.\n"
-        "Restore its annotation and box prompts?",
+        "Restore its annotation and box prompts? (If not, it is kept beside under a dated name.)",
     )  # fmt: skip
     return answer == QMessageBox.StandardButton.Yes
 
@@ -97,6 +97,8 @@ def review_for(
             if ask_restore(store):
                 labels, prompts = store.load(grid)
                 annotation = WorkingAnnotation(grid, labels)
+            else:  # declined: keep it under a dated name rather than overwrite it with the new session
+                store.archive()
         except Exception as exc:  # a broken autosave never blocks the review
             log.warning("could not restore the session in %s: %s", store.folder, exc)
     kwargs = grid.napari_kwargs()

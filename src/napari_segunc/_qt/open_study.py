@@ -1,23 +1,24 @@
-"""The "Open study" dock widget: an image (file or DICOM series), rater label maps, a display window, the phantom.
+"""The "Open study" dock widget: an image (file or DICOM series), rater label maps (files or a folder), probability
+maps, a display window, the phantom.
 
-Every file is read in a napari worker thread; the widget's inputs are disabled meanwhile. Buttons open a file
-dialog and then call `OpenStudyWidget.open_image`, `OpenStudyWidget.add_raters` or
-`OpenStudyWidget.load_phantom`, which tests (and scripts) call directly.
+Every file is read in a napari worker thread (bodies in `_study_jobs`); the widget's inputs are disabled meanwhile.
+Buttons open a file dialog and then call `OpenStudyWidget.open_image`, `add_raters`, `add_rater_folder`,
+`add_probabilities` or `load_phantom`, which tests (and scripts) call directly. When an image with an autosaved
+review session is opened, the widget offers to restore it (`ask_restore`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -30,10 +31,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..display import WindowPreset, contrast_limits, default_preset
-from ..errors import SegUncError
-from ..io import DicomSeries, list_dicom_series, read_volume
-from ..io._npe2 import LayerData, phantom_layers, volume_layer_data
-from ..volume import Volume, VolumeKind, check_same_grid
+from ..io import DicomSeries
+from ..io._npe2 import LayerData
+from ..progress import Progress
+from ..review import SessionStore
+from ..volume import Volume, VolumeKind
+from . import _study_jobs as jobs
+from ._session import _ask_restore, image_volume, review_for
 from ._worker import start_worker
 
 if TYPE_CHECKING:
@@ -45,67 +49,16 @@ log = logging.getLogger(__name__)
 
 _IMAGE_FILTER = "Medical images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"
 _LABEL_FILTER = "Label maps (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"
+_PROBABILITY_FILTER = "Probability maps (*.npz *.nii *.nii.gz);;All files (*)"
 
 
-# ------------------------------------------------------------------------------------ work done in the worker
-@dataclasses.dataclass
-class _ImageResult:
-    path: Path
-    volume: Volume | None = None
-    layer: LayerData | None = None
-    data_range: tuple[float, float] | None = None
-    series: list[DicomSeries] = dataclasses.field(default_factory=list)  # when a choice is needed
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
 
 
-@dataclasses.dataclass
-class _RaterResult:
-    path: Path
-    layer: LayerData | None = None
-    error: str | None = None
-
-
-@dataclasses.dataclass
-class _StudyResult:
-    volume: Volume
-    layers: list[LayerData]
-    data_range: tuple[float, float]
-
-
-def _data_range(data: np.ndarray) -> tuple[float, float]:
-    """Min and max of the finite values (the layer's contrast slider spans at least this)."""
-    if data.dtype.kind == "f":
-        data = data[np.isfinite(data)]
-    if data.size == 0:
-        return (0.0, 1.0)
-    return (float(data.min()), float(data.max()))
-
-
-def _load_image(path: Path, series_id: str | None) -> _ImageResult:
-    if path.is_dir() and series_id is None:
-        series = list_dicom_series(path)
-        if len(series) > 1:
-            return _ImageResult(path, series=series)
-    volume = read_volume(path, series_id=series_id, kind=VolumeKind.INTENSITY)
-    return _ImageResult(path, volume=volume, layer=volume_layer_data(volume), data_range=_data_range(volume.data))
-
-
-def _load_raters(paths: Sequence[Path], reference: Volume) -> Iterator[_RaterResult]:
-    for path in paths:
-        try:
-            volume = read_volume(path, kind=VolumeKind.LABELS)
-            check_same_grid(reference, volume)
-        except SegUncError as exc:
-            yield _RaterResult(path, error=f"{path.name} was not added: {exc}")
-        else:
-            yield _RaterResult(path, layer=volume_layer_data(volume))
-
-
-def _load_phantom(seed: int) -> _StudyResult:
-    volume, layers = phantom_layers(seed=seed)
-    return _StudyResult(volume, layers, _data_range(volume.data))
-
-
-# ------------------------------------------------------------------------------------ the widget
 class OpenStudyWidget(QWidget):
     """Dock widget that opens an image and its rater label maps in mm world coordinates.
 
@@ -113,6 +66,12 @@ class OpenStudyWidget(QWidget):
     ----------
     napari_viewer : napari.Viewer
         The viewer to add layers to (napari passes it when the widget is opened from the Plugins menu).
+
+    Attributes
+    ----------
+    ask_restore : callable
+        ``ask_restore(store) -> bool``, asked when an opened image has an autosaved review session (default: a
+        Yes/No question box); tests and scripts replace it.
     """
 
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
@@ -122,6 +81,7 @@ class OpenStudyWidget(QWidget):
         self.image_layer: Image | None = None
         self._worker: Any = None
         self._series_folder: Path | None = None
+        self.ask_restore: Callable[[SessionStore], bool] = _ask_restore
 
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("image file or DICOM folder")
@@ -131,6 +91,14 @@ class OpenStudyWidget(QWidget):
         self.series_combo = QComboBox()
         self.series_label = QLabel("Series:")
         self.raters_button = QPushButton("Add rater label maps…")
+        self.rater_folder_button = QPushButton("Add rater folder…")
+        self.probabilities_button = QPushButton("Add probability maps…")
+        self.trust_pickle_check = QCheckBox("Trust .pkl geometry of .npz files")
+        self.trust_pickle_check.setToolTip(
+            "Read an nnU-Net .npz file's geometry from the .pkl beside it and check it against the image.\n"
+            "Reading a .pkl unpickles it, which can run code: tick only for files you trust.\n"
+            "Unticked, an .npz takes the open image's geometry (its size is still checked)."
+        )
         self.preset_combo = QComboBox()
         for preset in WindowPreset:
             self.preset_combo.addItem(preset.label, preset)
@@ -138,20 +106,16 @@ class OpenStudyWidget(QWidget):
         self.status = QLabel("Open a CT/MR image, or load the phantom study.")
         self.status.setWordWrap(True)
 
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.path_edit)
-        path_row.addWidget(self.open_button)
-        choose_row = QHBoxLayout()
-        choose_row.addWidget(self.file_button)
-        choose_row.addWidget(self.folder_button)
         form = QFormLayout()
         form.addRow(self.series_label, self.series_combo)
         form.addRow("Window:", self.preset_combo)
         layout = QVBoxLayout(self)
-        layout.addLayout(path_row)
-        layout.addLayout(choose_row)
+        layout.addLayout(_row(self.path_edit, self.open_button))
+        layout.addLayout(_row(self.file_button, self.folder_button))
         layout.addLayout(form)
-        layout.addWidget(self.raters_button)
+        layout.addLayout(_row(self.raters_button, self.rater_folder_button))
+        layout.addWidget(self.probabilities_button)
+        layout.addWidget(self.trust_pickle_check)
         layout.addWidget(self.phantom_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -162,6 +126,8 @@ class OpenStudyWidget(QWidget):
         self.file_button.clicked.connect(self._choose_image_file)
         self.folder_button.clicked.connect(self._choose_dicom_folder)
         self.raters_button.clicked.connect(self._choose_raters)
+        self.rater_folder_button.clicked.connect(self._choose_rater_folder)
+        self.probabilities_button.clicked.connect(self._choose_probabilities)
         self.preset_combo.currentIndexChanged.connect(self._preset_changed)
         self.phantom_button.clicked.connect(lambda: self.load_phantom())
 
@@ -169,16 +135,9 @@ class OpenStudyWidget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         """Widgets disabled while a worker runs."""
-        return [
-            self.path_edit,
-            self.open_button,
-            self.file_button,
-            self.folder_button,
-            self.series_combo,
-            self.raters_button,
-            self.preset_combo,
-            self.phantom_button,
-        ]
+        return [self.path_edit, self.open_button, self.file_button, self.folder_button, self.series_combo,
+                self.raters_button, self.rater_folder_button, self.probabilities_button, self.trust_pickle_check,
+                self.preset_combo, self.phantom_button]  # fmt: skip
 
     @property
     def busy(self) -> bool:
@@ -206,6 +165,16 @@ class OpenStudyWidget(QWidget):
         if paths:
             self.add_raters(paths)
 
+    def _choose_rater_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add every label map of a folder")
+        if path:
+            self.add_rater_folder(path)
+
+    def _choose_probabilities(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Add probability maps", "", _PROBABILITY_FILTER)
+        if paths:
+            self.add_probabilities(paths, trust_pickle=self.trust_pickle_check.isChecked())
+
     def _open_typed_path(self) -> None:
         text = self.path_edit.text().strip()
         if not text:
@@ -226,7 +195,7 @@ class OpenStudyWidget(QWidget):
         """
         path = Path(path).expanduser()
         self.path_edit.setText(str(path))
-        self._start(_load_image, path, series_id, on_returned=self._image_loaded, what=f"Reading {path.name}")
+        self._start(jobs.load_image, path, series_id, on_returned=self._image_loaded, what=f"Reading {path.name}")
 
     def add_raters(self, paths: Sequence[str | os.PathLike]) -> None:
         """Read rater label maps in a worker; each one on the image's grid becomes a labels layer.
@@ -234,24 +203,46 @@ class OpenStudyWidget(QWidget):
         A map whose size, spacing, origin or direction differs from the open image is not added; an error
         naming the file says why.
         """
-        if self.image_layer is None or self.image_layer not in self.viewer.layers:
-            self.image_volume = None  # the image was closed: use whichever image layer is there now
-            self.use_image_layer()
-        if self.image_volume is None:
-            self._error("Open the image first: rater label maps are checked against its voxel grid.")
+        if not self._have_image("rater label maps"):
             return
         paths = [Path(p).expanduser() for p in paths]
-        self._start(
-            _load_raters,
-            paths,
-            self.image_volume,
-            on_yielded=self._rater_loaded,
-            what=f"Reading {len(paths)} rater map(s)",
-        )
+        what = f"Reading {len(paths)} rater map(s)"
+        self._start(jobs.load_raters, paths, self.image_volume, on_yielded=self._rater_loaded, what=what)
+
+    def add_rater_folder(self, folder: str | os.PathLike) -> None:
+        """Add every label map in `folder` (``*.nii``, ``*.nii.gz``, ``*.nrrd``, ``*.nhdr``, ``*.mha``, ``*.mhd``,
+        sorted by name) as rater layers, exactly as `add_raters` does.
+
+        Each map is checked against the open image's grid; one that differs is reported by name and skipped, the
+        others are added. A folder without label maps gives a message and adds nothing.
+        """
+        if not self._have_image("rater label maps"):
+            return
+        folder = Path(folder).expanduser()
+        what = f"Reading the rater maps in {folder.name}"
+        self._start(jobs.load_rater_folder, folder, self.image_volume, on_yielded=self._rater_loaded, what=what)
+
+    def add_probabilities(
+        self, paths: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None, trust_pickle: bool = False
+    ) -> None:
+        """Read class-probability files (one ensemble member each) in a worker and add the ensemble's layers.
+
+        `paths`: nnU-Net ``.npz`` files (geometry from the open image, or with `trust_pickle` from the ``.pkl``
+        beside each, which unpickling can run code from) or 4D NIfTI files; `names` default to the file names;
+        see `_study_jobs.probabilities_job`. Adds ``probabilities: segmentation`` (keeping the mean probabilities
+        for the Metrics widget) and the entropy, expected entropy and mutual information maps (nats). A member on
+        another grid, with NaN, or not summing to 1 is refused with a message naming it; nothing is added then.
+        """
+        if not self._have_image("probability maps"):
+            return
+        paths = [Path(p).expanduser() for p in paths]
+        self._start(jobs.probabilities_job, paths, self.image_volume, names=names, trust_pickle=trust_pickle,
+                    on_returned=self._probabilities_loaded, on_yielded=self._progressed,
+                    what=f"Reading {len(paths)} probability map(s)")  # fmt: skip
 
     def load_phantom(self, seed: int = 0) -> None:
         """Generate the synthetic abdominal CT study in a worker and add the image and one layer per rater."""
-        self._start(_load_phantom, seed, on_returned=self._phantom_loaded, what="Generating the phantom study")
+        self._start(jobs.load_phantom, seed, on_returned=self._phantom_loaded, what="Generating the phantom study")
 
     def use_image_layer(self, layer: Image | None = None) -> bool:
         """Check rater maps against `layer` (default: the selected or first image layer).
@@ -281,7 +272,16 @@ class OpenStudyWidget(QWidget):
         layer.metadata["segunc_window"] = preset.value
 
     # -------------------------------------------------------------------------------- worker plumbing
-    def _start(self, func, *args, on_returned=None, on_yielded=None, what: str = "") -> None:
+    def _have_image(self, what: str) -> bool:
+        if self.image_layer is None or self.image_layer not in self.viewer.layers:
+            self.image_volume = None  # the image was closed: use whichever image layer is there now
+            self.use_image_layer()
+        if self.image_volume is None:
+            self._error(f"Open the image first: {what} are checked against its voxel grid.")
+            return False
+        return True
+
+    def _start(self, func, *args, on_returned=None, on_yielded=None, what: str = "", **kwargs) -> None:
         if self.busy:
             self._error("Still reading the previous file; wait for it to finish.")
             return
@@ -295,6 +295,7 @@ class OpenStudyWidget(QWidget):
             on_error=self._error,
             on_finished=self._finished,
             description=what,
+            **kwargs,
         )
 
     def _finished(self) -> None:
@@ -306,7 +307,7 @@ class OpenStudyWidget(QWidget):
         show_error(message)
 
     # -------------------------------------------------------------------------------- results (GUI thread)
-    def _image_loaded(self, result: _ImageResult) -> None:
+    def _image_loaded(self, result: jobs.ImageResult) -> None:
         if result.series:
             self._show_series(result.series, result.path)
             self.status.setText(
@@ -316,21 +317,46 @@ class OpenStudyWidget(QWidget):
         self._show_series([])
         self._add_image(result.volume, result.layer, result.data_range)
         self.status.setText(f"Opened {result.path.name}: {self._describe(result.volume)}.")
+        self._offer_restore()
 
-    def _rater_loaded(self, result: _RaterResult) -> None:
+    def _rater_loaded(self, result: jobs.RaterResult) -> None:
         if result.error:
             self._error(result.error)
             return
         layer = self._add_layer(result.layer)
         self.status.setText(f"Added rater map '{layer.name}'.")
 
-    def _phantom_loaded(self, result: _StudyResult) -> None:
+    def _phantom_loaded(self, result: jobs.StudyResult) -> None:
         self._add_image(result.volume, result.layers[0], result.data_range)
         for layer_data in result.layers[1:]:
             self._add_layer(layer_data)
         msg = f"Phantom study: {self._describe(result.volume)}, {len(result.layers) - 1} rater maps."
         self.status.setText(msg)
         show_info(msg)
+        self._offer_restore()
+
+    def _progressed(self, report: Progress) -> None:
+        if report.message:
+            self.status.setText(f"{report.message} ({report.step}/{report.total})…")
+
+    def _probabilities_loaded(self, result: jobs.ProbabilityResult) -> None:
+        for layer_data in result.layers:
+            self._add_layer(layer_data)
+        msg = (
+            f"Added the probability maps of {len(result.members)} member(s), {result.n_classes} classes: "
+            "segmentation, entropy, expected entropy, mutual information."
+        )
+        self.status.setText(msg)
+        show_info(msg)
+
+    def _offer_restore(self) -> None:
+        """Offer back the autosaved review session of the image just opened (nothing happens when there is none)."""
+        layer = self.image_layer
+        if layer is None or not SessionStore.for_image(image_volume(layer)).exists():
+            return
+        state = review_for(self.viewer, layer, ask_restore=self.ask_restore)
+        if state.annotation.data.any() or state.prompts is not None:
+            self.status.setText(self.status.text() + f" Restored the review session into '{state.layer.name}'.")
 
     def _add_image(self, volume: Volume, layer_data: LayerData, data_range: tuple[float, float]) -> None:
         self.image_volume = volume

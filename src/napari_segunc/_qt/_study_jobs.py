@@ -1,0 +1,225 @@
+"""Worker bodies of the "Open study" widget (`open_study.py`): images, rater label maps, probability maps.
+
+They run in napari workers and only call the core (readers, geometry checks, `EnsembleAccumulator`, the layer
+tuples of `uncertainty.layers`); they import no Qt. Results are plain dataclasses of napari ``LayerData`` tuples
+that the widget adds on the GUI thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Generator, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import GeometryMismatch, InvalidInput, SegUncError
+from ..io import DicomSeries, list_dicom_series, read_probabilities, read_volume
+from ..io._npe2 import LayerData, phantom_layers, volume_layer_data
+from ..io.readers import _suffix
+from ..progress import Progress
+from ..volume import Volume, VolumeKind, check_same_grid
+
+__all__ = [
+    "LABEL_MAP_SUFFIXES",
+    "PROBABILITIES_PREFIX",
+    "ImageResult",
+    "ProbabilityResult",
+    "RaterResult",
+    "StudyResult",
+    "label_map_files",
+    "load_image",
+    "load_phantom",
+    "load_rater_folder",
+    "load_raters",
+    "probabilities_job",
+]
+
+log = logging.getLogger(__name__)
+
+#: Files "Add rater folder…" picks up (``.raw`` / ``.zraw`` data files of ``.mhd`` / ``.nhdr`` headers are not).
+LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Name prefix of the layers "Add probability maps…" adds.
+PROBABILITIES_PREFIX = "probabilities: "
+_MAPS = ("entropy", "expected_entropy", "mutual_information")
+
+
+@dataclasses.dataclass
+class ImageResult:
+    path: Path
+    volume: Volume | None = None
+    layer: LayerData | None = None
+    data_range: tuple[float, float] | None = None
+    series: list[DicomSeries] = dataclasses.field(default_factory=list)  # when a choice is needed
+
+
+@dataclasses.dataclass
+class RaterResult:
+    path: Path
+    layer: LayerData | None = None
+    error: str | None = None
+
+
+@dataclasses.dataclass
+class StudyResult:
+    volume: Volume
+    layers: list[LayerData]
+    data_range: tuple[float, float]
+
+
+@dataclasses.dataclass
+class ProbabilityResult:
+    layers: list[LayerData]
+    members: tuple[str, ...]
+    n_classes: int
+
+
+def data_range(data: np.ndarray) -> tuple[float, float]:
+    """Min and max of the finite values (the layer's contrast slider spans at least this)."""
+    if data.dtype.kind == "f":
+        data = data[np.isfinite(data)]
+    if data.size == 0:
+        return (0.0, 1.0)
+    return (float(data.min()), float(data.max()))
+
+
+def load_image(path: Path, series_id: str | None) -> ImageResult:
+    if path.is_dir() and series_id is None:
+        series = list_dicom_series(path)
+        if len(series) > 1:
+            return ImageResult(path, series=series)
+    volume = read_volume(path, series_id=series_id, kind=VolumeKind.INTENSITY)
+    return ImageResult(path, volume=volume, layer=volume_layer_data(volume), data_range=data_range(volume.data))
+
+
+def load_phantom(seed: int) -> StudyResult:
+    volume, layers = phantom_layers(seed=seed)
+    return StudyResult(volume, layers, data_range(volume.data))
+
+
+# ------------------------------------------------------------------------------------ rater label maps
+def load_raters(paths: Sequence[Path], reference: Volume) -> Iterator[RaterResult]:
+    """Read each label map and check it against `reference`; a mismatch or unreadable file yields an error."""
+    for path in paths:
+        try:
+            volume = read_volume(path, kind=VolumeKind.LABELS)
+            check_same_grid(reference, volume)
+        except SegUncError as exc:
+            yield RaterResult(path, error=f"{path.name} was not added: {exc}")
+        else:
+            yield RaterResult(path, layer=volume_layer_data(volume))
+
+
+def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
+    """The label-map files directly in `folder` (sorted by name; hidden files and `exclude` left out)."""
+    skip = {p.resolve() for p in exclude}
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and _suffix(p) in LABEL_MAP_SUFFIXES and p.resolve() not in skip
+    )
+
+
+def load_rater_folder(folder: Path, reference: Volume) -> Iterator[RaterResult]:
+    """`load_raters` for every label map in `folder` (the image's own file, when it is there, is left out)."""
+    if not folder.is_dir():
+        raise InvalidInput(f"{folder} is not a folder; choose the folder that holds the raters' label maps.")
+    image = reference.source.path if reference.source is not None and reference.source.path else None
+    paths = label_map_files(folder, exclude=[Path(image)] if image else [])
+    if not paths:
+        raise InvalidInput(
+            f"{folder} holds no label maps ({', '.join('*' + s for s in LABEL_MAP_SUFFIXES)}); nothing was added."
+        )
+    yield from load_raters(paths, reference)
+
+
+# ------------------------------------------------------------------------------------ probability maps
+def _member_names(paths: Sequence[Path], names: Sequence[str] | None) -> list[str]:
+    if names is not None:
+        if len(names) != len(paths):
+            raise InvalidInput(f"{len(names)} member names were given for {len(paths)} probability files.")
+        return [str(n) for n in names]
+    short = [p.name for p in paths]
+    return short if len(set(short)) == len(short) else [str(p) for p in paths]
+
+
+def _dataset_labels(folder: Path, n_classes: int) -> dict[str, int]:
+    """Label names from an nnU-Net ``dataset.json`` beside the files (channel i = label i), when it fits."""
+    try:
+        spec = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
+        labels = {str(k): int(v) for k, v in spec.get("labels", {}).items() if isinstance(v, int)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if sorted(labels.values()) != list(range(n_classes)):
+        return {}
+    return {name: value for name, value in labels.items() if value != 0}
+
+
+def _read_member(path: Path, reference: Volume, trust_pickle: bool):
+    """One member on the image's grid: an ``.npz`` takes the image's geometry, unless its ``.pkl`` is trusted, in
+    which case that geometry is read (unpickled) and checked against the image like a NIfTI's."""
+    if _suffix(path) == ".npz" and trust_pickle:
+        pm = read_probabilities(path, trust_pickle=True)
+        try:
+            check_same_grid(reference, pm.grid)
+        except GeometryMismatch as exc:
+            raise GeometryMismatch(f"Probability map {path} does not belong to the open image: {exc}") from None
+        return pm
+    return read_probabilities(path, reference=reference)
+
+
+def probabilities_job(
+    paths: Sequence[Path],
+    reference: Volume,
+    *,
+    names: Sequence[str] | None = None,
+    trust_pickle: bool = False,
+) -> Generator[Progress, None, ProbabilityResult]:
+    """Stream probability files (one ensemble member each) into an `EnsembleAccumulator`; return the layers.
+
+    Parameters
+    ----------
+    paths : sequence of Path
+        nnU-Net ``.npz`` (geometry from `reference`, or from the ``.pkl`` beside it when `trust_pickle`) or 4D
+        NIfTI files, each (C, z, y, x) class probabilities with the background first.
+    reference : Volume
+        The open image: every member must lie on its grid (`GeometryMismatch` naming the file otherwise).
+    names : sequence of str, optional
+        Member names (default: the file names).
+    trust_pickle : bool
+        Read the nnU-Net ``.pkl`` beside an ``.npz`` for its geometry (unpickling can run code).
+
+    Returns
+    -------
+    ProbabilityResult
+        Segmentation (carrying the mean probabilities for the Metrics widget) and the predictive entropy, expected
+        entropy and mutual information maps (nats), named ``"probabilities: …"``. Nothing is returned when a
+        member is refused: the error names it and says why.
+    """
+    from ..uncertainty.ensemble import EnsembleAccumulator
+    from ..uncertainty.layers import ensemble_layers
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise InvalidInput("Choose at least one probability map (.npz or 4D .nii.gz).")
+    member_names = _member_names(paths, names)
+    acc = EnsembleAccumulator(class_variance=False)
+    for i, (path, name) in enumerate(zip(paths, member_names, strict=True)):
+        yield Progress(i, len(paths), f"reading {path.name}")
+        try:
+            pm = _read_member(path, reference, trust_pickle)
+            acc.add(pm.data, name=name)
+        except SegUncError as exc:
+            raise type(exc)(f"{exc} No probability map was added.") from None
+        del pm
+    yield Progress(len(paths), len(paths), "computing the uncertainty maps")
+    maps = acc.result(consume=True)
+    labels = _dataset_labels(paths[0].parent, maps.n_classes)
+    layers = ensemble_layers(maps, reference, which=_MAPS, labels=labels, with_probabilities=True)
+    for _data, kwargs, _type in layers:
+        kwargs["name"] = PROBABILITIES_PREFIX + kwargs["name"]
+        kwargs["metadata"]["segunc_probability_files"] = [str(p) for p in paths]
+    log.info("probability maps: %d member(s), %d classes", maps.n_members, maps.n_classes)
+    return ProbabilityResult(layers, maps.members, maps.n_classes)
