@@ -23,7 +23,7 @@ PACKAGE_MANIFEST = Path(napari_segunc.__file__).parent / "napari.yaml"
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-WIDGETS = ["Open study", "Ensemble", "Uncertainty & raters", "MedSAM2", "Metrics"]
+WIDGETS = ["Open study", "Ensemble", "Uncertainty & raters", "MedSAM2", "Metrics", "Export"]
 
 
 def _ras_image(path: Path) -> sitk.Image:

@@ -1,0 +1,389 @@
+"""One-page PNG report of a case: key axial slices with the label overlays, an uncertainty panel and a table.
+
+The page (`PAGE_PIXELS` at `PAGE_DPI`, A4 landscape proportions) shows 3–4 axial slices chosen by `key_slices` (the
+fewest slices that show every organ near its largest cross-section), the CT in its default display window
+(`napari_segunc.display.default_preset`: abdomen W400/L40 for CT), each organ as a translucent fill with a contour in
+its colour (`label_colors`, the same colour for a label value on every page), the slice where the uncertainty map
+sums highest when one is given, and a table of organ volumes in ml (voxel count × voxel volume) with — when metrics
+rows are given — Dice and HD95 per organ. Slices are drawn in mm (`extent` from the spacing, equal aspect) in the
+canonical LPS grid, so the patient's right is on the page's left and anterior at the top (radiological convention).
+
+matplotlib's Agg canvas is used directly (no pyplot state: safe in worker threads). The file is written atomically
+and never over an existing file unless asked.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import textwrap
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..display import contrast_limits, default_preset
+from ..errors import GeometryMismatch, InvalidInput
+from ..io.writers import atomic_write
+from ..volume import Volume
+
+__all__ = [
+    "PAGE_DPI",
+    "PAGE_PIXELS",
+    "case_table",
+    "draw_case_report",
+    "key_slices",
+    "label_colors",
+    "organ_volumes",
+    "write_case_report",
+]
+
+#: Size of the page in pixels (width, height): A4 landscape proportions (√2 : 1).
+PAGE_PIXELS = (1400, 990)
+PAGE_DPI = 120
+#: Distinct colours (Trubetskoy's list without greys): label value v gets ``PALETTE[(v - 1) % len(PALETTE)]``.
+PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1",
+           "#000075")  # fmt: skip
+MAX_TABLE_ROWS = 16
+_FILL_ALPHA = 0.35
+_SHOWN_FRACTION = 0.5  # an organ is "shown" on a slice holding at least this fraction of its largest cross-section
+_FILL_AREA = 0.25  # extra slices hold at least this fraction of the largest labelled area of a slice
+_METRIC_RATERS = ("mean", "consensus")  # preferred aggregate rows of the metrics table, in order
+
+
+def label_colors(values: Iterable[int]) -> dict[int, tuple[float, float, float]]:
+    """RGB colour (0–1) of each positive label value; the same value always gets the same colour."""
+    from matplotlib.colors import to_rgb
+
+    return {int(v): to_rgb(PALETTE[(int(v) - 1) % len(PALETTE)]) for v in values if int(v) > 0}
+
+
+def _label_array(labels: Any) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == bool:
+        return labels.view(np.uint8)
+    if labels.dtype.kind not in "iu":
+        raise InvalidInput(f"The label map holds {labels.dtype} values; a report needs integer labels.")
+    if labels.size and labels.min() < 0:
+        raise InvalidInput("The label map holds negative values; labels are 0 (background) or positive integers.")
+    return labels
+
+
+def _names(label_names: Mapping[str, int] | None) -> dict[int, str]:
+    return {int(v): str(k) for k, v in (label_names or {}).items() if int(v) > 0}
+
+
+def organ_volumes(
+    labels: np.ndarray, spacing: Sequence[float], names: Mapping[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """Voxel count and volume of every organ.
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) array of int
+        Label map, 0 = background.
+    spacing : 3 floats
+        Voxel size in mm.
+    names : mapping of str to int, optional
+        Organ name → label value. Named organs are listed even when absent (0 voxels); labels present but unnamed
+        are called ``label_<value>``.
+
+    Returns
+    -------
+    list of dict
+        One row per organ in increasing label value: ``organ``, ``label``, ``voxels``, ``volume_ml``
+        (voxels × voxel volume, 1 ml = 1000 mm³).
+    """
+    labels = _label_array(labels)
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InvalidInput(f"Voxel spacing must be three positive sizes in mm, got {spacing}.")
+    counts = np.bincount(labels.ravel()) if labels.size else np.zeros(1, dtype=np.int64)
+    by_value = _names(names)
+    values = sorted(set(by_value) | {int(v) for v in np.flatnonzero(counts) if v > 0})
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    rows = []
+    for v in values:
+        n = int(counts[v]) if v < counts.size else 0
+        rows.append({"organ": by_value.get(v, f"label_{v}"), "label": v, "voxels": n, "volume_ml": n * voxel_ml})
+    return rows
+
+
+def _metric(rows: Sequence[Mapping[str, Any]], organ: str, metric: str) -> float:
+    found = {str(r.get("rater")): r.get("value") for r in rows if r.get("organ") == organ and r.get("metric") == metric}
+    for rater in _METRIC_RATERS:
+        if rater in found:
+            return _float(found[rater])
+    return _float(next(iter(found.values()))) if len(found) == 1 else math.nan
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def case_table(
+    labels: np.ndarray,
+    spacing: Sequence[float],
+    names: Mapping[str, int] | None = None,
+    metrics_rows: Sequence[Mapping[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """`organ_volumes` rows, plus ``dice`` and ``hd95`` (mm) per organ when the metrics' tidy rows are given.
+
+    The metric of an organ is its ``"mean"`` row (mean over raters), else its ``"consensus"`` row, else its only
+    row; NaN when the metrics table has none.
+    """
+    rows = organ_volumes(labels, spacing, names)
+    if metrics_rows is not None:
+        for row in rows:
+            row["dice"] = _metric(metrics_rows, row["organ"], "dice")
+            row["hd95"] = _metric(metrics_rows, row["organ"], "hd95")
+    return rows
+
+
+def _slice_counts(labels: np.ndarray) -> np.ndarray:
+    """(Z, max label + 1) voxel counts of each label on each axial slice."""
+    m = int(labels.max(initial=0)) + 1
+    return np.stack([np.bincount(labels[z].ravel(), minlength=m) for z in range(labels.shape[0])])
+
+
+def key_slices(labels: np.ndarray, *, n: int = 4) -> list[int]:
+    """Up to `n` axial slices (indices along z, superior first) that together show every organ well.
+
+    Greedy: each pick is the slice showing the most organs not shown yet, an organ being shown on a slice that
+    holds at least half of its largest cross-section (ties: the larger labelled area). Once every organ is shown,
+    the remaining picks spread over the slices holding at least a quarter of the largest labelled slice area (each
+    the one maximising its distance to the picks × its labelled area). An empty map gives evenly spaced slices.
+    """
+    labels = _label_array(labels)
+    depth = labels.shape[0]
+    n = max(1, min(int(n), depth))
+    counts = _slice_counts(labels)[:, 1:]
+    present = counts.sum(axis=0) > 0
+    if not present.any():
+        return sorted({int(round(z)) for z in np.linspace(0, depth - 1, n + 2)[1:-1]}, reverse=True)
+    counts = counts[:, present]
+    shown = counts >= _SHOWN_FRACTION * counts.max(axis=0)
+    area = counts.sum(axis=1)
+    picks: list[int] = []
+    uncovered = np.ones(counts.shape[1], dtype=bool)
+    while uncovered.any() and len(picks) < n:
+        gain = (shown & uncovered).sum(axis=1)
+        z = int(np.lexsort((area, gain))[-1])
+        picks.append(z)
+        uncovered &= ~shown[z]
+    labelled = np.flatnonzero(area >= _FILL_AREA * area.max())  # slices worth showing
+    while len(picks) < min(n, labelled.size):
+        distance = np.min(np.abs(labelled[:, None] - np.asarray(picks)[None, :]), axis=1)
+        picks.append(int(labelled[np.argmax(distance * area[labelled])]))
+    return sorted(set(picks), reverse=True)
+
+
+def _extent(image: Volume) -> tuple[float, float, float, float]:
+    """imshow extent (left, right, bottom, top) in mm of an axial slice; row 0 (anterior) at the top."""
+    _, sy, sx = image.spacing
+    _, oy, ox = image.origin
+    _, ny, nx = image.shape
+    return (ox - sx / 2, ox + (nx - 0.5) * sx, oy + (ny - 0.5) * sy, oy - sy / 2)
+
+
+def _draw_ct(ax, image: Volume, z: int, window: tuple[float, float]) -> None:
+    ax.imshow(image.data[z], cmap="gray", vmin=window[0], vmax=window[1], extent=_extent(image),
+              interpolation="nearest", origin="upper")  # fmt: skip
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_anchor("N")
+    for x, text in ((0.02, "R"), (0.98, "L")):
+        ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=9, ha="center", va="center")
+
+
+def _draw_labels(ax, image: Volume, sl: np.ndarray, colors: Mapping[int, tuple], *, fill: bool = True,
+                 linewidth: float = 1.4) -> None:  # fmt: skip
+    _, sy, sx = image.spacing
+    _, oy, ox = image.origin
+    xs, ys = ox + np.arange(sl.shape[1]) * sx, oy + np.arange(sl.shape[0]) * sy
+    rgba = np.zeros((*sl.shape, 4))
+    for v, color in colors.items():
+        mask = sl == v
+        if not mask.any():
+            continue
+        rgba[mask] = (*color, _FILL_ALPHA)
+        ax.contour(xs, ys, mask.astype(float), levels=[0.5], colors=[color], linewidths=linewidth)
+    if fill and rgba[..., 3].any():
+        ax.imshow(rgba, extent=_extent(image), interpolation="nearest", origin="upper")
+
+
+def _table_text(rows: list[dict[str, Any]], with_metrics: bool) -> tuple[list[str], list[list[str]]]:
+    def fmt(v: float, digits: int) -> str:
+        return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+    columns = ["organ", "label", "voxels", "volume (ml)"] + (["Dice", "HD95 (mm)"] if with_metrics else [])
+    cells = []
+    for r in rows:
+        cells.append([r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1)]
+                     + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else []))  # fmt: skip
+    return columns, cells
+
+
+def _draw_table(ax, rows: list[dict[str, Any]], colors: Mapping[int, tuple], with_metrics: bool) -> None:
+    ax.axis("off")
+    if not rows:
+        ax.text(0.5, 0.7, "No labelled voxels and no organ names: nothing to tabulate.", ha="center", fontsize=11)
+        return
+    shown = rows
+    if len(rows) > MAX_TABLE_ROWS:  # the largest organs; the rest counted in a last row
+        shown = sorted(sorted(rows, key=lambda r: -r["voxels"])[: MAX_TABLE_ROWS - 1], key=lambda r: r["label"])
+    columns, cells = _table_text(shown, with_metrics)
+    if len(shown) < len(rows):
+        cells.append([f"… {len(rows) - len(shown)} more organs", *[""] * (len(columns) - 1)])
+    table = ax.table(cellText=cells, colLabels=columns, loc="upper center", cellLoc="center",
+                     colWidths=[0.26] + [0.74 / (len(columns) - 1)] * (len(columns) - 1))  # fmt: skip
+    table.auto_set_font_size(False)
+    table.set_fontsize(9.5)
+    table.scale(1.0, 1.25)
+    for j in range(len(columns)):
+        table[0, j].set_facecolor("#e8e8e8")
+        table[0, j].set_text_props(weight="bold")
+    for i, r in enumerate(shown, start=1):
+        color = colors.get(int(r["label"]))
+        if color is not None:
+            table[i, 0].set_facecolor((*color, 0.45))
+
+
+def draw_case_report(
+    fig: Any,
+    image: Volume,
+    labels: np.ndarray,
+    *,
+    uncertainty: np.ndarray | None = None,
+    label_names: Mapping[str, int] | None = None,
+    table_rows: Sequence[Mapping[str, Any]] | None = None,
+    title: str = "",
+    uncertainty_label: str = "uncertainty",
+) -> list[int]:
+    """Draw the page of `write_case_report` into a matplotlib `Figure` (cleared first); returns the key slices."""
+    labels = _label_array(labels)
+    if labels.shape != image.shape:
+        raise GeometryMismatch(f"The label map has shape {labels.shape} but the image {image.shape}.")
+    if uncertainty is not None:
+        uncertainty = np.asarray(uncertainty, dtype=np.float32)
+        if uncertainty.shape != image.shape:
+            raise GeometryMismatch(f"The uncertainty map has shape {uncertainty.shape} but the image {image.shape}.")
+    fig.clear()
+    rows = case_table(labels, image.spacing, label_names, table_rows)
+    colors = label_colors(r["label"] for r in rows)
+    names = {r["label"]: r["organ"] for r in rows}
+    window = contrast_limits(default_preset(image), image.data)
+    slices = key_slices(labels, n=3 if uncertainty is not None else 4)
+    panels: list[tuple[int, bool]] = [(z, False) for z in slices]
+    if uncertainty is not None:
+        per_slice = np.nansum(np.where(np.isfinite(uncertainty), uncertainty, 0.0), axis=(1, 2))
+        panels.append((int(np.argmax(per_slice)), True))
+    left, right, gap, top = 0.02, 0.98, 0.012, 0.855
+    width = (right - left - gap * (len(panels) - 1)) / len(panels)
+    (x0, x1, y1, y0) = _extent(image)
+    page_w, page_h = fig.get_size_inches()
+    height = min(0.5, width * page_w * (y1 - y0) / (x1 - x0) / page_h)  # the slice's physical aspect
+    bottom = top - height
+    for i, (z, is_map) in enumerate(panels):
+        ax = fig.add_axes((left + i * (width + gap), bottom, width, height))
+        _draw_ct(ax, image, z, window)
+        sl = labels[z]
+        where = f"slice {z + 1}/{image.shape[0]} (z = {image.origin[0] + z * image.spacing[0]:.1f} mm)"
+        if is_map:
+            u = uncertainty[z]
+            finite = u[np.isfinite(u)]
+            vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+            shown_map = np.ma.masked_where(~np.isfinite(u) | (u <= 0.01 * vmax), u)
+            im = ax.imshow(shown_map, cmap="inferno", vmin=0.0, vmax=vmax, alpha=0.85, extent=_extent(image),
+                           interpolation="nearest", origin="upper")  # fmt: skip
+            _draw_labels(ax, image, sl, colors, fill=False, linewidth=0.6)
+            cax = ax.inset_axes((0.1, -0.07, 0.8, 0.035))
+            bar = fig.colorbar(im, cax=cax, orientation="horizontal")
+            bar.set_label(uncertainty_label, fontsize=8)
+            bar.ax.tick_params(labelsize=7)
+            ax.set_title(f"most uncertain: {where}", fontsize=8.5)
+        else:
+            _draw_labels(ax, image, sl, colors)
+            organs = [names[v] for v in colors if (sl == v).any()]
+            ax.set_title(f"{where}\n{textwrap.fill(', '.join(organs) or 'no organ', 48)}", fontsize=8.5)
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=(*c, 0.6), edgecolor=c, label=names[v]) for v, c in colors.items()]
+    if handles:
+        fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, bottom - 0.1), ncol=min(len(handles), 8),
+                   fontsize=9, frameon=False)  # fmt: skip
+    _draw_table(fig.add_axes((0.03, 0.05, 0.94, bottom - 0.18)), rows, colors, table_rows is not None)
+    z, y, x = image.shape
+    sz, sy, sx = image.spacing
+    fig.text(0.02, 0.975, title or image.name, fontsize=15, weight="bold", va="top")
+    fig.text(0.02, 0.935, f"{x}×{y}×{z} voxels of {sx:.2f}×{sy:.2f}×{sz:.2f} mm, {image.modality.value}; "
+             f"axial slices, patient right on the left (radiological), display window {window[0]:g}…{window[1]:g}",
+             fontsize=9, color="#444444", va="top")  # fmt: skip
+    note = f"Volumes: voxel count × {image.voxel_volume_ml * 1000:.4g} mm³ from the exported label map."
+    if table_rows is not None:
+        note += " Dice / HD95: the Metrics evaluation (mean over raters) of the case's prediction."
+    fig.text(0.02, 0.015, note, fontsize=8, color="#444444")
+    return slices
+
+
+def write_case_report(
+    path: str | os.PathLike,
+    image: Volume,
+    labels: np.ndarray,
+    *,
+    uncertainty: np.ndarray | None = None,
+    label_names: Mapping[str, int] | None = None,
+    table_rows: Sequence[Mapping[str, Any]] | None = None,
+    title: str = "",
+    uncertainty_label: str = "uncertainty",
+    overwrite: bool = False,
+) -> Path:
+    """Write the one-page PNG report of a case.
+
+    Parameters
+    ----------
+    path : path-like
+        PNG file to write; an existing file is refused unless `overwrite`.
+    image : Volume
+        The CT/MR in the canonical grid (its spacing gives the slices' aspect and the volumes).
+    labels : (Z, Y, X) array of int
+        The label map (e.g. the corrected annotation) on the image's grid.
+    uncertainty : (Z, Y, X) float array, optional
+        A map drawn over the slice where it sums highest (NaN ignored).
+    label_names : mapping of str to int, optional
+        Organ name → label value, for the legend and table.
+    table_rows : list of dict, optional
+        The metrics' tidy rows (`napari_segunc.metrics.suite.COLUMNS`): adds Dice and HD95 per organ.
+    title : str
+        Page title (default the image's name).
+    uncertainty_label : str
+        Colour bar label of the map, e.g. ``"predictive entropy (nats)"``.
+
+    Returns
+    -------
+    Path
+        The file written (`PAGE_PIXELS` in size).
+
+    Raises
+    ------
+    InvalidInput
+        The file exists (without `overwrite`) or its folder does not; non-integer labels.
+    GeometryMismatch
+        The label map or the uncertainty map is not on the image's grid.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path).expanduser()
+    if path.exists() and not overwrite:
+        raise InvalidInput(f"{path} already exists; choose another name (the report never overwrites a file).")
+    fig = Figure(figsize=(PAGE_PIXELS[0] / PAGE_DPI, PAGE_PIXELS[1] / PAGE_DPI), dpi=PAGE_DPI)
+    FigureCanvasAgg(fig)
+    draw_case_report(fig, image, labels, uncertainty=uncertainty, label_names=label_names, table_rows=table_rows,
+                     title=title, uncertainty_label=uncertainty_label)  # fmt: skip
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=PAGE_DPI), overwrite=overwrite)

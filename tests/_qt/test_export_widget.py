@@ -1,0 +1,165 @@
+"""The "Export" widget in a real napari viewer: a reviewed phantom case exported and every file read back (labels in
+the source geometry, the entropy map, boxes.json, the metrics CSV, the PNG report), a second export under ``_v2``
+names leaving the first untouched, the source geometry of an image opened from an RAS-oriented NRRD file, and
+clear messages (no folder, unusable folder, nothing to export) with the GUI carrying on."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_segunc._qt._session import review_for
+from napari_segunc._qt.export import ExportWidget
+from napari_segunc._qt.metrics import MetricsWidget
+from napari_segunc.io import read_volume
+from napari_segunc.io._npe2 import volume_layer_data
+from napari_segunc.metrics.prediction import evaluate_prediction
+from napari_segunc.prompts import load_prompts, prompts_from_mask
+from napari_segunc.report import PAGE_PIXELS
+from napari_segunc.uncertainty.layers import map_layer
+
+pytestmark = [
+    pytest.mark.gui,
+    pytest.mark.filterwarnings("ignore:System theme detection requires a Qt6 backend"),
+]
+ACCEPTED = {"liver": 1, "kidney_right": 2, "spleen": 4}
+
+
+@pytest.fixture
+def shown(monkeypatch) -> list[str]:
+    """Messages the widget showed with napari's ``show_error``."""
+    errors: list[str] = []
+    monkeypatch.setattr("napari_segunc._qt.export.show_error", errors.append)
+    return errors
+
+
+def _review(viewer, image_layer, truth: np.ndarray):
+    """A review session with three organs accepted and box prompts, as the MedSAM2 widget leaves it."""
+    state = review_for(viewer, image_layer, autosave=False)
+    for name, value in ACCEPTED.items():
+        state.annotation.set_organ(truth == value, value, description=f"accept {name}")
+    state.prompts = prompts_from_mask(state.annotation.data, ACCEPTED, source="test")
+    return state
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, phantom_study, wait_idle, tmp_path):
+    viewer = make_napari_viewer()
+    image = phantom_study.image
+    data, kwargs, _ = volume_layer_data(image)
+    image_layer = viewer.add_image(data, **kwargs)
+    state = _review(viewer, image_layer, phantom_study.truth.data)
+    entropy = np.random.default_rng(0).uniform(0, np.log(6), image.shape).astype(np.float32)
+    data, kwargs, _ = map_layer("entropy", entropy, image, n_classes=6)
+    map_name = viewer.add_image(data, **kwargs).name
+    metrics = MetricsWidget(viewer)
+    viewer.window.add_dock_widget(metrics, name="Metrics")
+    metrics.result = evaluate_prediction(state.annotation.data, [r.data for r in phantom_study.raters],
+                                         spacing=image.spacing, labels=ACCEPTED, case="phantom_ct")  # fmt: skip
+    widget = ExportWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Export")
+    assert widget.image_combo.currentText() == "phantom_ct"
+    assert widget.labels_combo.currentData() == state.layer.name  # the working annotation by default
+    assert widget.case_edit.text() == "phantom_ct"
+    assert "1 on this image" in widget.maps_check.text()
+
+    out = tmp_path / "export"
+    planned = widget.export(out)
+    wait_idle(widget)
+    assert widget.written == planned
+    assert set(planned) == {"labels", f"map:{map_name}", "prompts", "metrics", "report"}
+    names = {key: path.name for key, path in planned.items()}
+    assert names["labels"] == "phantom_ct_labels.nii.gz" and names["report"] == "phantom_ct_report.png"
+    for name in names.values():
+        assert name in widget.status.text()
+
+    labels = read_volume(planned["labels"], kind="labels")
+    np.testing.assert_array_equal(labels.data, state.annotation.data)
+    for attribute in ("spacing", "origin", "direction"):
+        assert getattr(labels, attribute) == pytest.approx(getattr(image, attribute), abs=1e-5)
+    written_map = read_volume(planned[f"map:{map_name}"], kind="float_map")
+    assert written_map.data.dtype == np.float32
+    np.testing.assert_array_equal(written_map.data, entropy)
+    assert load_prompts(planned["prompts"]) == state.prompts
+    with open(planned["metrics"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == len(metrics.result.rows) and {r["organ"] for r in rows} >= set(ACCEPTED)
+    with Image.open(planned["report"]) as png:
+        png.load()
+        assert png.format == "PNG" and png.size == PAGE_PIXELS
+
+    # a second export: every name gets _v2, the first files stay byte-identical
+    first = {key: _digest(path) for key, path in planned.items()}
+    state.annotation.set_organ(phantom_study.truth.data == 3, 3, description="accept kidney_left")
+    again = widget.export()
+    wait_idle(widget)
+    assert widget.written == again
+    assert {key: path.name for key, path in again.items()} == {
+        key: name.replace(".", "_v2.", 1) for key, name in names.items()
+    }
+    assert {key: _digest(path) for key, path in planned.items()} == first
+    np.testing.assert_array_equal(read_volume(again["labels"], kind="labels").data, state.annotation.data)
+
+
+def test_labels_keep_the_geometry_of_the_source_file(open_study, wait_idle, phantom_files, phantom_study, tmp_path):
+    import SimpleITK as sitk
+
+    source = tmp_path / "ras_ct.nrrd"  # another orientation and format than the package's canonical grid
+    sitk.WriteImage(sitk.DICOMOrient(sitk.ReadImage(str(phantom_files["image"])), "RAS"), str(source))
+    viewer, opener = open_study()
+    opener.open_image(source)
+    wait_idle(opener)
+    image_layer = viewer.layers["ras_ct"]
+    state = _review(viewer, image_layer, phantom_study.truth.data)
+    widget = ExportWidget(viewer)
+    for box in (widget.maps_check, widget.prompts_check, widget.metrics_check, widget.report_check):
+        box.setChecked(False)
+    widget.case_edit.setText("patient 7/ct")  # typed: kept, made file-safe
+    planned = widget.export(tmp_path / "out")
+    wait_idle(widget)
+    assert set(widget.written) == {"labels"}
+    written = widget.written["labels"]
+    assert written.name == "patient_7_ct_labels.nrrd"  # the source's format
+
+    header, src = sitk.ReadImage(str(written)), sitk.ReadImage(str(source))
+    assert header.GetSpacing() == src.GetSpacing()
+    assert header.GetOrigin() == src.GetOrigin()
+    assert header.GetDirection() == src.GetDirection()
+    assert header.GetSize() == src.GetSize()
+    assert planned == widget.written
+    np.testing.assert_array_equal(read_volume(written, kind="labels").data, state.annotation.data)
+
+
+def test_errors_are_shown_and_the_widget_carries_on(make_napari_viewer, phantom_study, wait_idle, shown, tmp_path):
+    viewer = make_napari_viewer()
+    data, kwargs, _ = volume_layer_data(phantom_study.image)
+    viewer.add_image(data, **kwargs)
+    widget = ExportWidget(viewer)
+    widget.folder_edit.setText("")
+
+    assert widget.export() == {}
+    assert "Choose an output folder" in shown[-1]
+    assert widget.export(tmp_path / "out") == {}  # no working annotation, no labels layer chosen
+    assert "no working annotation" in shown[-1] and widget.status.text() == shown[-1]
+    assert not (tmp_path / "out").exists()
+
+    data, kwargs, _ = volume_layer_data(phantom_study.truth)
+    kwargs["name"] = "truth"
+    viewer.add_labels(data, **kwargs)
+    widget.labels_combo.setCurrentIndex(widget.labels_combo.findData("truth"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert widget.export(blocker / "sub") == {}
+    assert "Cannot use" in shown[-1] and "sub" in shown[-1]
+    planned = widget.export(tmp_path / "out")
+    wait_idle(widget)
+    assert set(widget.written) == {"labels", "report"} and widget.export_button.isEnabled()
+    assert "no box prompts" in widget.status.text() and "no metrics table" in widget.status.text()
+    np.testing.assert_array_equal(read_volume(planned["labels"], kind="labels").data, phantom_study.truth.data)
