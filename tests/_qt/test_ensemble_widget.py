@@ -114,6 +114,9 @@ def test_demo_ensemble_on_the_phantom(ensemble_widget, qtbot, phantom_study):
     np.testing.assert_allclose(seg.translate, image.translate)
     assert seg.metadata["segunc_labels"]["liver"] == LABELS["liver"]
     assert seg.metadata["segunc_geometry"] == image.metadata["segunc_geometry"]
+    # the overall segmentation carries the mean probabilities (what the Metrics dock calibrates); groups do not
+    np.testing.assert_allclose(seg.metadata["segunc_probabilities"], acc.result("all").mean_probabilities, atol=1e-6)
+    assert "segunc_probabilities" not in viewer.layers["ensemble rater2: segmentation"].metadata
 
     # It segments: the liver against the phantom's truth, and entropy ≥ expected entropy ≥ 0 (MI ≥ 0).
     truth = phantom_study.truth.data == LABELS["liver"]

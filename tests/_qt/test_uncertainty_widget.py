@@ -189,6 +189,8 @@ def test_rater_analysis_layers_and_refusals(review, wait_idle, phantom_study):
 def test_review_queue_jump_and_keys(review, wait_idle, qtbot, phantom_study):
     viewer, widget, _ = review()
     entropy, seg = viewer.layers[ENTROPY], viewer.layers["ensemble segmentation"]
+    assert widget.mode_combo.currentData() is QueueMode.QUANTILE  # the default: the top 1 %
+    widget.mode_combo.setCurrentIndex(widget.mode_combo.findData(QueueMode.THRESHOLD))
     widget.maps.set_threshold(0.8)
     widget.find_regions()
     wait_idle(widget)

@@ -130,7 +130,13 @@ def ensemble_job(
     order = [ALL_MEMBERS, *groups]
     layers: list[LayerData] = []
     for group in order:  # the last one may reuse its sums as outputs
-        layers += ensemble_layers(acc.result(group, consume=group == order[-1]), grid, which=MAPS, labels=labels)
+        layers += ensemble_layers(
+            acc.result(group, consume=group == order[-1]),
+            grid,
+            which=MAPS,
+            labels=labels,
+            with_probabilities=group == ALL_MEMBERS,
+        )  # for the Metrics dock's calibration
     for _data, kwargs, _type in layers:
         kwargs["name"] = f"ensemble {kwargs['name']}"
     summary = f"{len(members)} member(s){', ' + str(len(groups)) + ' groups' if groups else ''}"

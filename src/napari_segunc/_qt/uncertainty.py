@@ -107,6 +107,8 @@ class UncertaintyWidget(QWidget):
         self.mode_combo = QComboBox()
         for mode in QueueMode:
             self.mode_combo.addItem(mode.value, mode)
+        # a threshold means something only once the reader has looked at the map: start with the top 1 %
+        self.mode_combo.setCurrentIndex(self.mode_combo.findData(QueueMode.QUANTILE))
         self.quantile_spin = QDoubleSpinBox()
         self.quantile_spin.setDecimals(4)
         self.quantile_spin.setRange(0.5, 0.9999)
