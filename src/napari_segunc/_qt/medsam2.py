@@ -407,9 +407,15 @@ class MedSAM2Widget(QWidget):
         seg = self.result.final.fused.segmentation
         chosen = [o for o in self.result.final.prompts.organs if organs is None or o.name in organs]
         state.prompts = self._safe_prompts()
-        state.annotation.set_organs({o.label: seg == o.label for o in chosen},
-                                    description=f"accept MedSAM2 {', '.join(o.name for o in chosen)}")  # fmt: skip
-        self.status.setText(f"Accepted {len(chosen)} organ(s) into '{state.layer.name}' (Undo reverts).")
+        found = [o for o in chosen if (seg == o.label).any()]
+        if not found:
+            self._error(f"MedSAM2 found no voxels of {', '.join(o.name for o in chosen)}: nothing to accept.")
+            return
+        state.annotation.set_organs({o.label: seg == o.label for o in found},
+                                    description=f"accept MedSAM2 {', '.join(o.name for o in found)}")  # fmt: skip
+        missing = [o.name for o in chosen if o not in found]
+        self.status.setText(f"Accepted {', '.join(o.name for o in found)} into '{state.layer.name}' (Undo reverts)."
+                            + (f" No voxels of {', '.join(missing)}." if missing else ""))  # fmt: skip
 
     def _finished(self) -> None:
         self._worker = None
