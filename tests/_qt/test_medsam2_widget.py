@@ -202,3 +202,16 @@ def _wrap(method, hook, *, before: bool = False):
         return out
 
     return wrapped
+
+
+def test_cancel_changes_nothing(medsam2_widget, qtbot, wait_idle):
+    viewer, widget = medsam2_widget()
+    widget.boxes_from_mask("truth", labels={"liver": 1}, strategy="B")
+    widget.run()
+    assert widget.busy and not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.status.text().startswith("MedSAM2: liver, slice"), timeout=60_000)
+    widget.cancel()
+    wait_idle(widget, timeout=60_000)
+    assert widget.status.text() == "Cancelled: nothing changed."
+    assert "medsam2 segmentation" not in viewer.layers and widget.result is None
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
