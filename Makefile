@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean screenshots
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the user guide's screenshots (docs/images/widget_*.png), each dock driven on the phantom; needs xvfb-run without a display
+screenshots: $(STAMP)
+	$(if $(DISPLAY),,xvfb-run -a -s "-screen 0 1600x1000x24") $(BIN)/python docs/make_screenshots.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis demo_data
