@@ -98,6 +98,12 @@ def test_boxes_run_accept_undo_and_rerun(medsam2_widget, qtbot, wait_idle, phant
     assert [la.name for la in widget.organ_layers()] == ["boxes: kidney_right", "boxes: kidney_left"]
     assert widget.prompts().organs == expected.organs
     assert widget.organ_table.rowCount() == 2 and widget.organ_table.item(1, 3).text() == "3"
+    # each organ's row shows its colour, the colour of its boxes (kidney_right: label 2 → green)
+    assert widget.organ_table.item(0, 0).background().color().name() == "#3cb44b"
+    assert (
+        widget.organ_table.item(0, 0).background().color().name()
+        != widget.organ_table.item(1, 0).background().color().name()
+    )
 
     qtbot.wait(300)  # let napari finish drawing the new box layers: the probe measures the MedSAM2 job alone
     gaps = _Gaps()
@@ -145,6 +151,10 @@ def test_boxes_run_accept_undo_and_rerun(medsam2_widget, qtbot, wait_idle, phant
     widget.run()
     wait_idle(widget, timeout=120_000)
     qtbot.waitUntil(lambda: "propagated kidney_left;" in widget.status.text(), timeout=10_000)
+    assert widget._holder["session"].cache.encoder_runs == runs
+    widget.run(run_all=True)  # every organ again, still no slice encoded again
+    wait_idle(widget, timeout=120_000)
+    qtbot.waitUntil(lambda: "propagated kidney_right, kidney_left;" in widget.status.text(), timeout=10_000)
     assert widget._holder["session"].cache.encoder_runs == runs
     assert widget.undo() == "edit boxes"
     assert all(np.array_equal(a, b) for a, b in zip(widget.boxes.layer("kidney_left").data, before, strict=True))

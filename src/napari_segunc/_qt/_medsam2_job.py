@@ -11,7 +11,7 @@ __all__ = ["medsam2_job"]
 
 
 def medsam2_job(holder: dict, image, prompts, strategy, *, checkpoint, config, device, image_size, window,
-                cancel: threading.Event):  # fmt: skip
+                cancel: threading.Event, run_all: bool = False):  # fmt: skip
     """Worker body: (re)load the model when its settings changed, reuse the session, run the cascade."""
     import os
 
@@ -31,11 +31,12 @@ def medsam2_job(holder: dict, image, prompts, strategy, *, checkpoint, config, d
                 image_size=image_size,
                 window=window,
                 cancel=cancel,
+                run_all=run_all,
             )
         )
 
 
-def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device, image_size, window, cancel):
+def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device, image_size, window, cancel, run_all):
     from ..inference.medsam2 import load_model
     from ..prompts.cascade import MedSAM2Session
 
@@ -50,6 +51,8 @@ def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device
         session = holder["session"] = MedSAM2Session(holder["model"], image.data, window=window)
         holder["image"] = image.data
     session.set_window(window)
+    if run_all:
+        session.forget()
     job = session.cascade_job(prompts, strategy)
     while True:
         try:

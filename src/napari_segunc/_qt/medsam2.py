@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import QTimer
+from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
     QFileDialog,
@@ -98,7 +99,9 @@ class MedSAM2Widget(QWidget):
         self.zmin_button, self.zmax_button = QPushButton("z min = this slice"), QPushButton("z max = this slice")
         self.draw_button = QPushButton("Draw a box")
         self.from_mask_button = QPushButton("Boxes from mask")
-        self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
+        self.run_button, self.cancel_button = QPushButton("Run changed"), QPushButton("Cancel")
+        self.run_all_button = QPushButton("Run all")
+        self.run_button.setToolTip("Propagate the organs whose boxes changed since the last run (all, the first time)")
         self.accept_button = QPushButton("Accept into annotation")
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
         self.progress = QProgressBar()
@@ -122,7 +125,8 @@ class MedSAM2Widget(QWidget):
         for widgets in ((self.organ_name, self.organ_label, self.add_button),
                         (self.zmin_button, self.zmax_button, self.draw_button),
                         (QLabel("mask:"), self.mask_combo, self.from_mask_button),
-                        (QLabel("strategy:"), self.strategy_combo, self.run_button, self.cancel_button),
+                        (QLabel("strategy:"), self.strategy_combo),
+                        (self.run_all_button, self.run_button, self.cancel_button),
                         (self.accept_button, self.undo_button, self.redo_button)):  # fmt: skip
             row = QHBoxLayout()
             for w in widgets:
@@ -138,6 +142,7 @@ class MedSAM2Widget(QWidget):
         self.draw_button.clicked.connect(self._draw)
         self.from_mask_button.clicked.connect(lambda: self.boxes_from_mask())
         self.run_button.clicked.connect(lambda: self.run())
+        self.run_all_button.clicked.connect(lambda: self.run(run_all=True))
         self.cancel_button.clicked.connect(self.cancel)
         self.accept_button.clicked.connect(lambda: self.accept())
         self.undo_button.clicked.connect(lambda: self.undo())
@@ -150,7 +155,7 @@ class MedSAM2Widget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         return [self.image_combo, self.checkpoint_edit, self.browse_button, self.config_combo, self.device_combo,
-                self.strategy_combo, self.run_button, self.from_mask_button, self.accept_button,
+                self.strategy_combo, self.run_button, self.run_all_button, self.from_mask_button, self.accept_button,
                 self.add_button]  # fmt: skip
 
     @property
@@ -327,6 +332,8 @@ class MedSAM2Widget(QWidget):
                      f"{z[0]}–{z[1]}" if z else "", str(len(layer.data))]  # fmt: skip
             for j, text in enumerate(cells):
                 self.organ_table.setItem(i, j, QTableWidgetItem(text))
+            # the organ's colour, as its boxes are drawn ("#rrggbbaa" → "#rrggbb": Qt reads 8 digits as #aarrggbb)
+            self.organ_table.item(i, 0).setBackground(QColor(str(layer.current_edge_color)[:7]))
 
     # ------------------------------------------------------------------------------------------ run and accept
     def _browse(self) -> None:
@@ -334,8 +341,9 @@ class MedSAM2Widget(QWidget):
         if path:
             self.checkpoint_edit.setText(path)
 
-    def run(self) -> None:
-        """Run MedSAM2 on the current boxes in a worker (only organs whose boxes changed are propagated again)."""
+    def run(self, *, run_all: bool = False) -> None:
+        """Run MedSAM2 on the current boxes in a worker: only the organs whose boxes changed are propagated again,
+        unless `run_all` (the image features are reused either way)."""
         if self.busy:
             self._error("MedSAM2 is still running; wait for it or press Cancel.")
             return
@@ -357,6 +365,7 @@ class MedSAM2Widget(QWidget):
             medsam2_job, self._holder, image, prompts, strategy, checkpoint=checkpoint,
             config=self.config_combo.currentText(), device=self.device_combo.currentText(),
             image_size=self.image_size, window=tuple(float(v) for v in layer.contrast_limits), cancel=self._cancel,
+            run_all=run_all,
             inputs=self.inputs, on_yielded=self._progressed, on_returned=self._done, on_error=self._error,
             on_finished=self._finished,
         )  # fmt: skip

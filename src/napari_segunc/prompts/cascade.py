@@ -182,6 +182,10 @@ class MedSAM2Session:
             self.key = key
             self.frames = SliceFrames(u8, self.model.image_size)
 
+    def forget(self) -> None:
+        """Drop every organ's stored logits: the next pass propagates all organs again (image features stay cached)."""
+        self._store.clear()
+
     def _organ_key(self, organ) -> str:
         return f"{self.key}:{organ.fingerprint()}"
 
