@@ -295,6 +295,47 @@ def _cmd_medsam2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import read_volume
+    from .progress import run_job
+    from .prompts import save_prompts
+    from .prompts.atlas import atlas_prompts_job, parse_thresholds, score_map_paths, write_score_maps
+
+    labels = parse_labels(args.labels)
+    out = Path(args.out).expanduser()
+    planned = [out, *(score_map_paths(labels or {}, args.score_maps).values() if args.score_maps else ())]
+    for path in planned:
+        if path.exists() and not args.overwrite:
+            raise InvalidInput(f"{path} already exists; choose another name or pass --overwrite.")
+    target = read_volume(args.target, kind="intensity")
+    refine = "bspline" if args.bspline else "demons" if args.demons else "none"
+    job = atlas_prompts_job(
+        target, [tuple(pair) for pair in args.atlas], labels,
+        thresholds=parse_thresholds(args.thresholds), strategy=args.strategy, refine=refine, warp=args.warp,
+        workers=args.workers, scheduler=args.scheduler,
+    )  # fmt: skip
+    result = run_job(job, None if args.quiet else _print_progress)
+    saved = save_prompts(result.prompts, out, overwrite=args.overwrite)
+    for name, reason in result.failed:
+        print(f"atlas {name} skipped: {reason}", file=sys.stderr)
+    for name, threshold in result.thresholds.items():
+        try:
+            o = result.prompts.organ(name)
+        except InvalidInput:
+            print(f"{name}: no voxel scores above its threshold {threshold:g}, no boxes", file=sys.stderr)
+            continue
+        boxes = "; ".join(f"z={b.z} {b.as_xyxy()}" for b in o.boxes)
+        print(f"{name:20s} threshold {threshold:g}, slices {o.z_min}..{o.z_max}, boxes {boxes}")
+    if args.score_maps:
+        written = write_score_maps(result, target, args.score_maps, overwrite=args.overwrite)
+        print(f"{len(written)} score map(s) → {Path(args.score_maps).expanduser()}")
+    print(f"{len(result.prompts.organs)} organ(s) from {len(result.used)} of {len(args.atlas)} atlas(es), "
+          f"strategy {args.strategy} → {saved}")  # fmt: skip
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -443,6 +484,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_medsam2)
+
+    p = sub.add_parser("atlas-prompts", help="MedSAM2 box prompts with no clicks: atlases registered onto the image")
+    p.add_argument("target", help="the image to prompt (NIfTI, NRRD, MHA or a DICOM folder)")
+    p.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "MASK"),
+                   help="a reference image and its organ label map (repeat for each atlas)")  # fmt: skip
+    p.add_argument("--labels", required=True, help="organs of the atlas masks as name=value,… or a labels.json")
+    p.add_argument("--thresholds", metavar="NAME=VALUE,…",
+                   help="score thresholds overriding seed 004's Table 2.3 (e.g. spleen=0.5,LKI=0.3)")  # fmt: skip
+    p.add_argument("--strategy", choices=("A", "B"), default="B",
+                   help="A: one box per organ at mid-height; B: three, at 1/4, 1/2 and 3/4 (default)")  # fmt: skip
+    refine = p.add_mutually_exclusive_group()
+    refine.add_argument("--bspline", action="store_true", help="B-spline refinement after the affine registration")
+    refine.add_argument("--demons", action="store_true", help="demons refinement (same modality: CT to CT)")
+    p.add_argument("--warp", choices=("nearest", "linear"), default="nearest",
+                   help="carry the masks by nearest neighbour (default) or linearly (smoother score maps)")  # fmt: skip
+    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, help="worker processes (0: serial; default one per atlas up to the cores)")
+    p.add_argument("--out", required=True, metavar="FILE", help="the boxes.json file to write")
+    p.add_argument("--score-maps", metavar="DIR", help="also write each organ's score map (score_<organ>.nii.gz)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_atlas_prompts)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")

@@ -22,7 +22,6 @@ import csv
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -149,31 +148,22 @@ def _report(progress, done: int, total: int, c: CohortCase) -> None:
 
 
 def _distributed(cases, options, scheduler: str | None, workers: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    start = time.perf_counter()
-    if scheduler is None:
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
-        )
-    try:
-        with Client(cluster if cluster is not None else scheduler) as client:
-            log.info("dask: %s (%.1f s to start)", client, time.perf_counter() - start)
-            futures = {
-                client.submit(_evaluate_one, c.group, c.files, options, key=f"case-{i}-{c.files.case}", pure=False): i
-                for i, c in enumerate(cases)
-            }
-            for future in as_completed(futures):
-                i = futures[future]
-                try:
-                    rows = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker that died: report, go on
-                    c = cases[i]
-                    rows = [{"group": c.group, "case": c.files.case, "mode": options["mode"], "organ": "", "label": "",
-                             "metric": "error", "rater": "", "value": math.nan, "unit": "",
-                             "reason": f"{type(exc).__name__}: {exc}"}]  # fmt: skip
-                yield i, rows
-    finally:
-        if cluster is not None:
-            cluster.close()
+    from .._dask import dask_client
+
+    with dask_client(workers, scheduler) as client:
+        futures = {
+            client.submit(_evaluate_one, c.group, c.files, options, key=f"case-{i}-{c.files.case}", pure=False): i
+            for i, c in enumerate(cases)
+        }
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                rows = future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker that died: report, go on
+                c = cases[i]
+                rows = [{"group": c.group, "case": c.files.case, "mode": options["mode"], "organ": "", "label": "",
+                         "metric": "error", "rater": "", "value": math.nan, "unit": "",
+                         "reason": f"{type(exc).__name__}: {exc}"}]  # fmt: skip
+            yield i, rows
