@@ -225,3 +225,25 @@ def test_cancel_changes_nothing(medsam2_widget, qtbot, wait_idle):
     assert widget.status.text() == "Cancelled: nothing changed."
     assert "medsam2 segmentation" not in viewer.layers and widget.result is None
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_boxes_from_atlas(medsam2_widget, qtbot, wait_idle, phantom_study):
+    from napari_segunc.phantom import LABELS, make_phantom
+    from napari_segunc.prompts.atlas import atlas_prompts
+
+    viewer, widget = medsam2_widget()
+    atlases = [(s.image, s.truth) for s in (make_phantom(seed=1, n_raters=1), make_phantom(seed=2, n_raters=1))]
+    thresholds = dict.fromkeys(LABELS, 0.2)
+    widget.boxes_from_atlas(atlases, dict(LABELS), thresholds=thresholds)
+    assert widget.busy
+    wait_idle(widget, timeout=120_000)
+    expected = atlas_prompts(phantom_study.image, atlases, LABELS, thresholds=thresholds, workers=0)
+    assert widget.prompts().organs == expected.prompts.organs
+    scores = [la for la in viewer.layers if la.name.startswith("atlas score ")]
+    assert [la.name for la in scores] == [f"atlas score {n}" for n in LABELS]
+    for layer in scores:
+        name = layer.metadata["segunc_atlas_score"]
+        np.testing.assert_array_equal(layer.data, expected.score_maps[name])
+        assert set(np.unique(layer.data)) <= {0.0, 0.5, 1.0}  # 2 atlases, nearest warp
+    assert "from 2 atlas(es)" in widget.status.text()
+    assert widget.undo() == "boxes from atlas" and widget.organ_layers() == []

@@ -99,6 +99,7 @@ class MedSAM2Widget(QWidget):
         self.zmin_button, self.zmax_button = QPushButton("z min = this slice"), QPushButton("z max = this slice")
         self.draw_button = QPushButton("Draw a box")
         self.from_mask_button = QPushButton("Boxes from mask")
+        self.atlas_button = QPushButton("Boxes from atlas…")
         self.run_button, self.cancel_button = QPushButton("Run changed"), QPushButton("Cancel")
         self.run_all_button = QPushButton("Run all")
         self.run_button.setToolTip("Propagate the organs whose boxes changed since the last run (all, the first time)")
@@ -124,7 +125,7 @@ class MedSAM2Widget(QWidget):
         layout.addWidget(self.organ_table)
         for widgets in ((self.organ_name, self.organ_label, self.add_button),
                         (self.zmin_button, self.zmax_button, self.draw_button),
-                        (QLabel("mask:"), self.mask_combo, self.from_mask_button),
+                        (QLabel("mask:"), self.mask_combo, self.from_mask_button, self.atlas_button),
                         (QLabel("strategy:"), self.strategy_combo),
                         (self.run_all_button, self.run_button, self.cancel_button),
                         (self.accept_button, self.undo_button, self.redo_button)):  # fmt: skip
@@ -141,6 +142,7 @@ class MedSAM2Widget(QWidget):
         self.zmax_button.clicked.connect(lambda: self.set_z_range(high=self._current_z()))
         self.draw_button.clicked.connect(self._draw)
         self.from_mask_button.clicked.connect(lambda: self.boxes_from_mask())
+        self.atlas_button.clicked.connect(lambda: self.boxes_from_atlas())
         self.run_button.clicked.connect(lambda: self.run())
         self.run_all_button.clicked.connect(lambda: self.run(run_all=True))
         self.cancel_button.clicked.connect(self.cancel)
@@ -155,7 +157,8 @@ class MedSAM2Widget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         return [self.image_combo, self.checkpoint_edit, self.browse_button, self.config_combo, self.device_combo,
-                self.strategy_combo, self.run_button, self.run_all_button, self.from_mask_button, self.accept_button,
+                self.strategy_combo, self.run_button, self.run_all_button, self.from_mask_button, self.atlas_button,
+                self.accept_button,
                 self.add_button]  # fmt: skip
 
     @property
@@ -270,6 +273,13 @@ class MedSAM2Widget(QWidget):
             self._error(str(exc))
             return
         self.status.setText(f"Boxes for {len(prompts.organs)} organ(s) from '{name}'.")
+
+    def boxes_from_atlas(self, atlases=None, labels: dict[str, int] | None = None, *, thresholds=None) -> None:
+        """Register atlases (pairs of image, mask — paths or volumes) onto the image in a worker, show the per-organ
+        score maps and fill the organ boxes (one undo step). Without arguments, dialogs ask for the files."""
+        from ._atlas_action import start_atlas
+
+        start_atlas(self, atlases, labels, thresholds)
 
     def prompts(self):
         """The current boxes as a `PromptSet` (canonical voxel grid)."""
