@@ -255,87 +255,6 @@ def _labels_of(model_dir: str) -> dict[str, int] | None:
         return None
 
 
-def _cmd_prompts(args: argparse.Namespace) -> int:
-    from .io import read_volume
-    from .prompts import prompts_from_mask, save_prompts
-
-    mask = read_volume(args.mask, kind="labels")
-    prompts = prompts_from_mask(
-        mask.data, parse_labels(args.labels), strategy=args.strategy, enlarge=args.enlarge,
-        source=f"mask:{mask.source.path}",
-    )  # fmt: skip
-    out = save_prompts(prompts, args.out, overwrite=args.overwrite)
-    for o in prompts.organs:
-        print(f"{o.name:20s} slices {o.z_min}..{o.z_max}, {len(o.boxes)} box(es)")
-    for name in prompts.missing:
-        print(f"{name} is absent from {args.mask}: no boxes for it", file=sys.stderr)
-    print(f"{len(prompts.organs)} organ(s), strategy {args.strategy} → {out}")
-    return 0
-
-
-def _cmd_medsam2(args: argparse.Namespace) -> int:
-    from .progress import run_job
-    from .prompts.pipeline import medsam2_files_job
-
-    window = tuple(float(v) for v in args.window.split(",")) if args.window else None
-    if window is not None and len(window) != 2:
-        raise InvalidInput(f"--window expects LOW,HIGH (e.g. -160,240), got '{args.window}'.")
-    job = medsam2_files_job(
-        args.image, checkpoint=args.checkpoint, out=args.out, boxes=args.boxes, from_mask=args.from_mask,
-        labels=parse_labels(args.labels), strategy=args.strategy, device=args.device, config=args.config,
-        image_size=args.image_size, window=window, overwrite=args.overwrite,
-        no_enlargement=args.no_enlargement.split(",") if args.no_enlargement is not None else None,
-    )  # fmt: skip
-    done = run_job(job, None if args.quiet else _print_progress)
-    if done["notice"]:
-        print(done["notice"], file=sys.stderr)
-    for p in done["result"].passes:
-        print(f"pass: {len(p.prompts.organs)} organ(s), propagated {len(p.recomputed)} in {p.seconds:.1f} s")
-    print(f"strategy {args.strategy} → {args.out} ({', '.join(sorted(done['written']))})")
-    return 0
-
-
-def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .io import read_volume
-    from .progress import run_job
-    from .prompts import save_prompts
-    from .prompts.atlas import atlas_prompts_job, parse_thresholds, score_map_paths, write_score_maps
-
-    labels = parse_labels(args.labels)
-    out = Path(args.out).expanduser()
-    planned = [out, *(score_map_paths(labels or {}, args.score_maps).values() if args.score_maps else ())]
-    for path in planned:
-        if path.exists() and not args.overwrite:
-            raise InvalidInput(f"{path} already exists; choose another name or pass --overwrite.")
-    target = read_volume(args.target, kind="intensity")
-    refine = "bspline" if args.bspline else "demons" if args.demons else "none"
-    job = atlas_prompts_job(
-        target, [tuple(pair) for pair in args.atlas], labels,
-        thresholds=parse_thresholds(args.thresholds), strategy=args.strategy, refine=refine, warp=args.warp,
-        workers=args.workers, scheduler=args.scheduler,
-    )  # fmt: skip
-    result = run_job(job, None if args.quiet else _print_progress)
-    saved = save_prompts(result.prompts, out, overwrite=args.overwrite)
-    for name, reason in result.failed:
-        print(f"atlas {name} skipped: {reason}", file=sys.stderr)
-    for name, threshold in result.thresholds.items():
-        try:
-            o = result.prompts.organ(name)
-        except InvalidInput:
-            print(f"{name}: no voxel scores above its threshold {threshold:g}, no boxes", file=sys.stderr)
-            continue
-        boxes = "; ".join(f"z={b.z} {b.as_xyxy()}" for b in o.boxes)
-        print(f"{name:20s} threshold {threshold:g}, slices {o.z_min}..{o.z_max}, boxes {boxes}")
-    if args.score_maps:
-        written = write_score_maps(result, target, args.score_maps, overwrite=args.overwrite)
-        print(f"{len(written)} score map(s) → {Path(args.score_maps).expanduser()}")
-    print(f"{len(result.prompts.organs)} organ(s) from {len(result.used)} of {len(args.atlas)} atlas(es), "
-          f"strategy {args.strategy} → {saved}")  # fmt: skip
-    return 0
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -343,6 +262,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .cli_prompts import add_prompt_commands
+
     """The ``segunc`` argument parser (sub-commands: info, convert, phantom, uncertainty, raters, demo)."""
     parser = argparse.ArgumentParser(
         prog="segunc",
@@ -453,59 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
-    p = sub.add_parser("prompts", help="MedSAM2 box prompts (boxes.json) from an organ label map")
-    p.add_argument("mask", help="label map of the organs (NIfTI, NRRD, MHA or a DICOM folder)")
-    p.add_argument("--labels", help="organs as name=value,… or a labels.json (default: every label, label_<value>)")
-    p.add_argument("--strategy", choices=("A", "B"), default="B",
-                   help="A: one box per organ at mid-height; B: three, at 1/4, 1/2 and 3/4 (default)")  # fmt: skip
-    p.add_argument("--enlarge", action="store_true",
-                   help="grow box areas 10%% and slice ranges 20%% (not the aorta, IVC, adrenal glands)")  # fmt: skip
-    p.add_argument("--out", required=True, metavar="FILE", help="the boxes.json file to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=_cmd_prompts)
-
-    p = sub.add_parser("medsam2", help="MedSAM2 segmentation from box prompts, with the cascade (strategies A-D)")
-    p.add_argument("image", help="the image (NIfTI, NRRD, MHA or a DICOM folder)")
-    p.add_argument("--checkpoint", help="MedSAM2/SAM2.1 checkpoint .pt (default: $SEGUNC_MEDSAM2_CHECKPOINT)")
-    p.add_argument("--config", default="medsam2",
-                   help="architecture: medsam2 (sam2.1_hiera_t at 512 px) or sam2.1_hiera_t|s|b+|l")  # fmt: skip
-    p.add_argument("--image-size", type=int, help="override the model input size (tests)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--boxes", metavar="FILE", help="boxes.json (from `segunc prompts` or the napari panel)")
-    src.add_argument("--from-mask", metavar="MASK", help="label map to take the boxes from (e.g. an nnU-Net result)")
-    p.add_argument("--labels", help="organs of --from-mask as name=value,… or a labels.json")
-    p.add_argument("--strategy", choices=("A", "B", "C", "D"), default="B",
-                   help="A/B: one pass; C: second pass boxed from the first; D: C with larger boxes")  # fmt: skip
-    p.add_argument("--no-enlargement", metavar="NAMES",
-                   help="organs D never enlarges (default: aorta, IVC, adrenal glands)")  # fmt: skip
-    p.add_argument("--window", metavar="LOW,HIGH", help="intensity window (default: the image's display window)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cpu, cuda, cuda:N or mps")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_medsam2)
-
-    p = sub.add_parser("atlas-prompts", help="MedSAM2 box prompts with no clicks: atlases registered onto the image")
-    p.add_argument("target", help="the image to prompt (NIfTI, NRRD, MHA or a DICOM folder)")
-    p.add_argument("--atlas", nargs=2, action="append", required=True, metavar=("IMAGE", "MASK"),
-                   help="a reference image and its organ label map (repeat for each atlas)")  # fmt: skip
-    p.add_argument("--labels", required=True, help="organs of the atlas masks as name=value,… or a labels.json")
-    p.add_argument("--thresholds", metavar="NAME=VALUE,…",
-                   help="score thresholds overriding seed 004's Table 2.3 (e.g. spleen=0.5,LKI=0.3)")  # fmt: skip
-    p.add_argument("--strategy", choices=("A", "B"), default="B",
-                   help="A: one box per organ at mid-height; B: three, at 1/4, 1/2 and 3/4 (default)")  # fmt: skip
-    refine = p.add_mutually_exclusive_group()
-    refine.add_argument("--bspline", action="store_true", help="B-spline refinement after the affine registration")
-    refine.add_argument("--demons", action="store_true", help="demons refinement (same modality: CT to CT)")
-    p.add_argument("--warp", choices=("nearest", "linear"), default="nearest",
-                   help="carry the masks by nearest neighbour (default) or linearly (smoother score maps)")  # fmt: skip
-    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler (default: a LocalCluster)")
-    p.add_argument("--workers", type=int, help="worker processes (0: serial; default one per atlas up to the cores)")
-    p.add_argument("--out", required=True, metavar="FILE", help="the boxes.json file to write")
-    p.add_argument("--score-maps", metavar="DIR", help="also write each organ's score map (score_<organ>.nii.gz)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_atlas_prompts)
+    add_prompt_commands(sub)
 
     p = sub.add_parser("demo", help="open the phantom study in napari (screenshot PNG when there is no display)")
     p.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")
