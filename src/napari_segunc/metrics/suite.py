@@ -30,7 +30,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numba
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
@@ -39,6 +38,9 @@ from ..volume import Volume
 from . import calibration as cal
 from . import overlap as ov
 from . import ranking as rk
+from ._kernels import argmax as _argmax
+from ._kernels import entropy as _entropy
+from ._kernels import probability_stats as _probability_stats
 from .uncertainty_metrics import confidence, entropy_summaries, rater_variance_ncc
 from .volume import CRPSMode, Result, VolumeUnit, volume_crps, voxel_volume_ml
 
@@ -100,40 +102,6 @@ def _organs(labels: Mapping[str, int] | None, n_channels: int, raters: Sequence[
     return {i: f"label {i}" for i in range(1, n_channels)}
 
 
-@numba.njit(cache=True, parallel=True)
-def _stats_kernel(p):  # pragma: no cover - compiled
-    """Per slice: min, max (NaN propagates) and min/max of the per-voxel class sums."""
-    n_classes, nz, ny, nx = p.shape
-    out = np.empty((nz, 4), np.float64)
-    for z in numba.prange(nz):
-        lo, hi, s_lo, s_hi = np.inf, -np.inf, np.inf, -np.inf
-        for y in range(ny):
-            for x in range(nx):
-                s = 0.0
-                for c in range(n_classes):
-                    v = np.float64(p[c, z, y, x])
-                    if v != v:
-                        lo = np.nan
-                        hi = np.nan
-                    elif lo == lo:
-                        lo = min(lo, v)
-                        hi = max(hi, v)
-                    s += v
-                s_lo = min(s_lo, s)
-                s_hi = max(s_hi, s)
-        out[z, 0], out[z, 1], out[z, 2], out[z, 3] = lo, hi, s_lo, s_hi
-    return out
-
-
-def _probability_stats(p: np.ndarray) -> tuple[float, float, float, float]:
-    """(min, max, min class sum, max class sum) of (C, Z, Y, X) probabilities; NaN min/max when any value is NaN."""
-    per_slice = _stats_kernel(p)
-    if np.isnan(per_slice[:, 0]).any():
-        return math.nan, math.nan, math.nan, math.nan
-    return (float(per_slice[:, 0].min()), float(per_slice[:, 1].max()), float(per_slice[:, 2].min()),
-            float(per_slice[:, 3].max()))  # fmt: skip
-
-
 def prepare_probabilities(probabilities: np.ndarray, n_organs: int) -> np.ndarray:
     """(C, Z, Y, X) with background first: checked, and the background channel added when only organs are given.
 
@@ -192,29 +160,6 @@ def _class_indices(rater: np.ndarray, organ_values: Sequence[int], name: str) ->
     return lut[a]
 
 
-@numba.njit(cache=True, parallel=True)
-def _argmax_kernel(p, out):  # pragma: no cover - compiled
-    """out[z, y, x] = first c maximising p[c, z, y, x] (np.argmax semantics, NaN-free input)."""
-    n_classes, nz, ny, nx = p.shape
-    for z in numba.prange(nz):
-        for y in range(ny):
-            for x in range(nx):
-                best = p[0, z, y, x]
-                arg = 0
-                for c in range(1, n_classes):
-                    if p[c, z, y, x] > best:
-                        best = p[c, z, y, x]
-                        arg = c
-                out[z, y, x] = arg
-
-
-def _argmax(p: np.ndarray) -> np.ndarray:
-    """argmax over classes as uint8 (uint16 beyond 256 classes), one parallel pass."""
-    out = np.empty(p.shape[1:], np.uint8 if p.shape[0] <= 256 else np.uint16)
-    _argmax_kernel(p, out)
-    return out
-
-
 def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
     if not mask.any():
         return None
@@ -224,27 +169,6 @@ def _bbox(mask: np.ndarray, margin: int) -> tuple[slice, slice, slice] | None:
         hit = np.flatnonzero(mask.any(axis=other))
         out.append(slice(max(int(hit[0]) - margin, 0), min(int(hit[-1]) + 1 + margin, mask.shape[axis])))
     return tuple(out)
-
-
-@numba.njit(cache=True, parallel=True)
-def _entropy_kernel(p, out):  # pragma: no cover - compiled
-    n_classes, nz, ny, nx = p.shape
-    for z in numba.prange(nz):
-        for y in range(ny):
-            for x in range(nx):
-                h = 0.0
-                for c in range(n_classes):
-                    v = np.float64(p[c, z, y, x])
-                    if v > 0.0:
-                        h -= v * np.log(v)
-                out[z, y, x] = h
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    """Predictive entropy (nats) of (C, Z, Y, X) probabilities, float32, 0·log 0 = 0."""
-    out = np.empty(p.shape[1:], np.float32)
-    _entropy_kernel(p, out)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------- rows
