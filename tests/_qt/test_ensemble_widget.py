@@ -82,6 +82,9 @@ def test_demo_ensemble_on_the_phantom(ensemble_widget, qtbot, phantom_study):
     assert widget.image_combo.currentText() == phantom_study.image.name
     widget.groups_check.setChecked(True)
     widget.mirror_check.setChecked(False)
+    # The dock compiles the accumulator's numba kernels in another process when it opens (a compilation in the
+    # worker froze the window for 0.4 s on a fresh install); a reader takes longer than that to press Run.
+    assert widget.warm_up is not None and widget.warm_up.wait(timeout=300) == 0
     probe = _StallProbe()
     widget.run()
     widget._worker.yielded.connect(probe.reported)

@@ -18,7 +18,14 @@ from qtpy.QtWidgets import QWidget
 
 from ..errors import SegUncError
 
-__all__ = ["error_message", "import_in_gui_thread", "keep_triton_away_from_mesa", "set_enabled", "start_worker"]
+__all__ = [
+    "error_message",
+    "import_in_gui_thread",
+    "keep_triton_away_from_mesa",
+    "set_enabled",
+    "start_worker",
+    "warm_up_in_background",
+]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,22 @@ def import_in_gui_thread(*modules: str) -> None:
     keep_triton_away_from_mesa()
     for name in modules:
         importlib.import_module(name)
+
+
+def warm_up_in_background(target: str):
+    """Run ``module:function`` in a separate Python process (returns its `subprocess.Popen`, or None if it could not
+    start). Used for numba kernels: their first compilation holds the GIL long enough to freeze napari's window
+    (~0.4 s measured) when it happens in a worker thread; done in another process it fills numba's on-disk cache, and
+    the worker later only loads the compiled code."""
+    import subprocess
+
+    module, _, func = target.partition(":")
+    code = f"import {module} as m; m.{func}()"
+    try:
+        return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError as exc:  # no harm: the kernels then compile on first use
+        log.warning("could not start the warm-up of %s: %s", target, exc)
+        return None
 
 
 def set_enabled(widgets: Iterable[QWidget], enabled: bool) -> None:

@@ -38,7 +38,7 @@ from ..errors import InvalidInput
 from ..io._npe2 import LayerData
 from ..progress import Progress
 from ..volume import Volume, VolumeKind
-from ._worker import import_in_gui_thread, start_worker
+from ._worker import import_in_gui_thread, start_worker, warm_up_in_background
 
 if TYPE_CHECKING:
     import napari
@@ -154,6 +154,7 @@ class EnsembleWidget(QWidget):
         self._adding: list[LayerData] = []
         self._cancel = threading.Event()
         import_in_gui_thread(*NATIVE_MODULES)
+        self.warm_up = warm_up_in_background("napari_segunc.uncertainty.ensemble:warm_up")
 
         self.image_combo = QComboBox()
         self.source_combo = QComboBox()

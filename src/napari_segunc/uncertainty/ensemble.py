@@ -340,3 +340,17 @@ class EnsembleAccumulator:
     def results(self, *, normalized: bool = False, consume: bool = False) -> dict[str, EnsembleMaps]:
         """Maps for ``"all"`` and every group, in one call (see `result` for `consume`)."""
         return {g: self.result(g, normalized=normalized, consume=consume) for g in self.groups}
+
+
+def warm_up() -> None:
+    """Compile the accumulator's numba kernels (or load them from numba's on-disk cache) on tiny members, for the
+    member dtypes and variance settings the widgets and the CLI use. Run in a separate process by the Ensemble dock
+    (`napari_segunc._qt._worker.warm_up_in_background`): a first compilation inside napari holds the GIL long
+    enough to freeze the window for ~0.4 s."""
+    for class_variance in (False, True):
+        for dtype in (np.float32, np.float16):
+            acc = EnsembleAccumulator(class_variance=class_variance)
+            member = np.full((2, 1, 1, 2), 0.5, dtype=dtype)
+            acc.add(member, name="a")
+            acc.add(member, name="b")
+            acc.result(consume=True)
