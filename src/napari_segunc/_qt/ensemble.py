@@ -178,6 +178,9 @@ class EnsembleWidget(QWidget):
         self.progress.setValue(0)
         self.status = QLabel("Pick an image and an ensemble, then Run.")
         self.status.setWordWrap(True)
+        # a fixed height: a message wrapping onto another line must not resize the dock, which makes napari redraw
+        # its canvas (~0.4 s with software OpenGL) in the middle of a run
+        self.status.setFixedHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)

@@ -23,6 +23,7 @@ import logging
 import pickle
 import queue
 import threading
+import zipfile
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,9 @@ def _load_checkpoint(path: Path, trust: bool) -> dict:
     import torch
 
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: the weights stay in the page cache until the network copies them (a copy that releases the GIL); a
+        # plain read fills fresh memory while holding it, which stalls napari's window (as for MedSAM2 checkpoints)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
         if "weights_only" not in str(exc) and not isinstance(exc, pickle.UnpicklingError):
             raise InvalidInput(f"{path} is not a readable PyTorch checkpoint ({exc}).") from None
