@@ -96,7 +96,11 @@ def show_atlas_result(widget, result, target) -> None:
             viewer.layers[kwargs["name"]].data = data
         else:
             viewer.add_image(data, **kwargs)
-    widget._recorded("boxes from atlas", lambda: widget.boxes.fill(result.prompts, grid_kwargs=widget._grid_kwargs()))
+
+    def fill() -> None:
+        widget.boxes.fill(result.prompts, grid_kwargs=widget._grid_kwargs())
+
+    widget.edits.record("boxes from atlas", fill)
     failed = "; ".join(f"{name}: {why}" for name, why in result.failed)
     widget.status.setText(f"Boxes for {len(result.prompts.organs)} organ(s) from {len(result.used)} atlas(es)"
                           + (f"; skipped {failed}" if failed else "") + ". Adjust them, then Run.")  # fmt: skip

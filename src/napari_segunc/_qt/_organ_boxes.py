@@ -17,11 +17,14 @@ import numpy as np
 from napari.layers import Shapes
 
 from ..errors import InvalidInput
+from ..review import Command
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["PREFIX", "OrganBoxes"]
+    from ._session import ReviewState
+
+__all__ = ["PREFIX", "BoxEdits", "OrganBoxes"]
 
 PREFIX = "boxes: "
 _PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
@@ -132,3 +135,53 @@ class OrganBoxes:
             if any(not np.array_equal(x, y) for x, y in zip(r1, r2, strict=True)):
                 return False
         return True
+
+
+class BoxEdits:
+    """Changes to the organ boxes as steps of the image's review history (undo/redo), keeping the review state's
+    prompts (what is autosaved) current. `changed` is called after every change (the dock refreshes its table)."""
+
+    def __init__(self, boxes: OrganBoxes, review: Callable[[], ReviewState], prompts: Callable[[], Any],
+                 grid_kwargs: Callable[[], dict], changed: Callable[[], None]) -> None:  # fmt: skip
+        self.boxes, self.review, self.prompts = boxes, review, prompts
+        self.grid_kwargs, self.changed = grid_kwargs, changed
+        self.snapshot: dict = {}
+
+    def record(self, description: str, change: Callable[[], Any]) -> None:
+        """Apply `change` (a function) as one undoable step."""
+        before = self.boxes.state()
+        change()
+        self.snapshot = after = self.boxes.state()
+        self._push(description, before, after)
+
+    def edited(self) -> None:
+        """The user finished editing rectangles on a layer: one step, if anything changed."""
+        before, after = self.snapshot, self.boxes.state()
+        if not self.boxes.same(before, after):
+            self.snapshot = after
+            self._push("edit boxes", before, after)
+
+    def current_prompts(self):
+        """The boxes as a `PromptSet`, or None when there are none (or no image)."""
+        try:
+            return self.prompts()
+        except InvalidInput:
+            return None
+
+    def _push(self, description: str, before: dict, after: dict) -> None:
+        self.changed()
+        try:
+            state = self.review()
+        except InvalidInput:
+            return
+        state.prompts = self.current_prompts()
+        state.history.push(Command(description, lambda: self._restore(before), lambda: self._restore(after)))
+
+    def _restore(self, state: dict) -> None:
+        self.boxes.restore(state, grid_kwargs=self.grid_kwargs())
+        self.snapshot = self.boxes.state()
+        self.changed()
+        try:
+            self.review().prompts = self.current_prompts()
+        except InvalidInput:
+            pass

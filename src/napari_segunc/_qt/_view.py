@@ -1,4 +1,5 @@
-"""Viewer moves for the review widgets: the side-by-side compare view (napari grid mode) and jumping to a region.
+"""Viewer moves for the review widgets: the side-by-side compare view (napari grid mode), jumping to a region, and
+the keys a widget binds on the viewer while it lives (`BoundKeys`).
 
 What napari 0.9's grid mode does (``viewer.canvas.grid``; ``viewer.grid`` is a deprecated alias since 0.9, as
 ``viewer.camera`` is for ``viewer.scene.camera``):
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from ..uncertainty.regions import Region
 
-__all__ = ["COPY_KEY", "CompareView", "camera_of", "cell_size", "focus_region", "grid_of"]
+__all__ = ["COPY_KEY", "BoundKeys", "CompareView", "camera_of", "cell_size", "focus_region", "grid_of"]
 
 log = logging.getLogger(__name__)
 
@@ -182,3 +183,28 @@ class CompareView:
             layer.visible = saved.visible.get(id(layer), layer.visible)
         camera = camera_of(viewer)
         camera.center, camera.zoom = saved.center, saved.zoom
+
+
+class BoundKeys:
+    """Keys bound on a viewer while a widget lives (`bind`), and what they did before restored (`unbind`) — unless
+    something else rebound them meanwhile, which is then left alone."""
+
+    def __init__(self, viewer: napari.Viewer, keys: dict[str, Callable]) -> None:
+        self.viewer, self.keys = viewer, keys
+        self.bound = False
+        self._replaced: dict[str, Callable | None] = {}
+
+    def bind(self) -> None:
+        if not self.bound:
+            self._replaced = {k: self.viewer.bind_key(k, f, overwrite=True) for k, f in self.keys.items()}
+            self.bound = True
+
+    def unbind(self) -> None:
+        if not self.bound:
+            return
+        for key, func in self.keys.items():
+            current = self.viewer.bind_key(key, None)
+            restore = current if current is not None and current != func else self._replaced.get(key)
+            if restore is not None:
+                self.viewer.bind_key(key, restore, overwrite=True)
+        self.bound = False

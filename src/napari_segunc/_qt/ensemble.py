@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -38,7 +37,7 @@ from ..errors import InvalidInput
 from ..io._npe2 import LayerData
 from ..progress import Progress
 from ..volume import Volume, VolumeKind
-from ._worker import import_in_gui_thread, start_worker, warm_up_in_background
+from ._worker import add_layers_one_per_turn, import_in_gui_thread, start_worker, warm_up_in_background
 
 if TYPE_CHECKING:
     import napari
@@ -151,7 +150,6 @@ class EnsembleWidget(QWidget):
         self.viewer = napari_viewer
         self._worker = None
         self._pending: EnsembleResult | None = None
-        self._adding: list[LayerData] = []
         self._cancel = threading.Event()
         import_in_gui_thread(*NATIVE_MODULES)
         self.warm_up = warm_up_in_background("napari_segunc.uncertainty.ensemble:warm_up")
@@ -317,18 +315,10 @@ class EnsembleWidget(QWidget):
             self.status.setText("Cancelled: nothing was added.")
             return
         self._pending = result
-        self._adding = list(result.layers)
-        QTimer.singleShot(0, self._add_next)
+        add_layers_one_per_turn(self.viewer, result.layers, then=lambda: self._all_added(result))
 
-    def _add_next(self) -> None:
-        """Add one layer per turn of the event loop: napari builds each layer's canvas visual (shaders, textures) on
-        the GUI thread, ~0.1–0.2 s a layer with software OpenGL, so 16 layers at once would freeze the window."""
-        if self._adding:
-            data, kwargs, layer_type = self._adding.pop(0)
-            getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
-            QTimer.singleShot(0, self._add_next)
-            return
-        result, self._pending = self._pending, None
+    def _all_added(self, result: EnsembleResult) -> None:
+        self._pending = None
         self.progress.setValue(self.progress.maximum())
         msg = f"Ensemble done: {result.summary}; added {len(result.layers)} layers."
         self.status.setText(msg)

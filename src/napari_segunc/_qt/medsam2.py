@@ -36,10 +36,9 @@ from qtpy.QtWidgets import (
 
 from ..errors import InvalidInput
 from ..progress import Progress
-from ..review import Command
 from ..settings import get_setting, set_setting
 from ._medsam2_job import medsam2_job
-from ._organ_boxes import OrganBoxes, box_z_range
+from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
 from ._worker import import_in_gui_thread, start_worker
 
@@ -75,8 +74,8 @@ class MedSAM2Widget(QWidget):
         self._holder: dict = {}
         self._worker = None
         self._cancel = threading.Event()
-        self.boxes = OrganBoxes(self.viewer, self._boxes_edited)
-        self._snapshot: dict = {}
+        self.boxes = OrganBoxes(self.viewer, lambda: self.edits.edited())
+        self.edits = BoxEdits(self.boxes, self.review, self.prompts, self._grid_kwargs, lambda: self._refresh_table())
         import_in_gui_thread(*NATIVE_MODULES)
 
         self.image_combo, self.mask_combo = QComboBox(), QComboBox()
@@ -212,7 +211,7 @@ class MedSAM2Widget(QWidget):
     # ------------------------------------------------------------------------------------------ organs and boxes
     def add_organ(self, name: str, label: int, boxes=(), z_range: tuple[int, int] | None = None) -> Shapes:
         """Add (or reset) an organ's box layer, as one undoable step; `boxes` are `napari_segunc.prompts.Box`."""
-        self._recorded(f"add organ {name}", lambda: self.boxes.add(name, label, boxes, z_range,
+        self.edits.record(f"add organ {name}", lambda: self.boxes.add(name, label, boxes, z_range,
                                                                    grid_kwargs=self._grid_kwargs()))  # fmt: skip
         return self.boxes.layer(name)
 
@@ -236,7 +235,7 @@ class MedSAM2Widget(QWidget):
             return
         old = layer.metadata.get("segunc_z_range") or box_z_range(layer) or (low or high, low or high)
         new = (old[0] if low is None else low, old[1] if high is None else high)
-        self._recorded(f"slice range of {layer.metadata['segunc_organ']}",
+        self.edits.record(f"slice range of {layer.metadata['segunc_organ']}",
                        lambda: layer.metadata.update(segunc_z_range=(min(new), max(new))))  # fmt: skip
 
     def _draw(self) -> None:
@@ -268,7 +267,7 @@ class MedSAM2Widget(QWidget):
             labels.update({f"label_{v}": v for v in sorted(present - set(labels.values()))})
         try:
             prompts = first_pass_prompts(data, labels, strategy or self.strategy_combo.currentText())
-            self._recorded(f"boxes from {name}", lambda: self.boxes.fill(prompts, grid_kwargs=self._grid_kwargs()))
+            self.edits.record(f"boxes from {name}", lambda: self.boxes.fill(prompts, grid_kwargs=self._grid_kwargs()))
         except InvalidInput as exc:
             self._error(str(exc))
             return
@@ -285,44 +284,7 @@ class MedSAM2Widget(QWidget):
         """The current boxes as a `PromptSet` (canonical voxel grid)."""
         return self.boxes.prompts(tuple(self.image_layer().data.shape))
 
-    # ------------------------------------------------------------------------------------------ undo of box edits
-    def _recorded(self, description: str, change) -> None:
-        """Apply `change` (a function) as one undoable step of the review history."""
-        before = self.boxes.state()
-        change()
-        self._snapshot = after = self.boxes.state()
-        self._push(description, before, after)
-
-    def _push(self, description: str, before: dict, after: dict) -> None:
-        self._refresh_table()
-        try:
-            state = self.review()
-        except InvalidInput:
-            return
-        state.prompts = self._safe_prompts()
-        state.history.push(Command(description, lambda: self._restore(before), lambda: self._restore(after)))
-
-    def _restore(self, state: dict) -> None:
-        self.boxes.restore(state, grid_kwargs=self._grid_kwargs())
-        self._snapshot = self.boxes.state()
-        self._refresh_table()
-        try:
-            self.review().prompts = self._safe_prompts()
-        except InvalidInput:
-            pass
-
-    def _boxes_edited(self) -> None:
-        before, after = self._snapshot, self.boxes.state()
-        if not self.boxes.same(before, after):
-            self._snapshot = after
-            self._push("edit boxes", before, after)
-
-    def _safe_prompts(self):
-        try:
-            return self.prompts()
-        except InvalidInput:
-            return None
-
+    # ------------------------------------------------------------------------------------------ undo
     def undo(self) -> str | None:
         done = self.review().history.undo()
         self.status.setText(f"Undone: {done}." if done else "Nothing to undo.")
@@ -425,7 +387,7 @@ class MedSAM2Widget(QWidget):
         state = self.review()
         seg = self.result.final.fused.segmentation
         chosen = [o for o in self.result.final.prompts.organs if organs is None or o.name in organs]
-        state.prompts = self._safe_prompts()
+        state.prompts = self.edits.current_prompts()
         found = [o for o in chosen if (seg == o.label).any()]
         if not found:
             self._error(f"MedSAM2 found no voxels of {', '.join(o.name for o in chosen)}: nothing to accept.")

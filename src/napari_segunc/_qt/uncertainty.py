@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels, Layer
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -62,8 +62,8 @@ from ._uncertainty_jobs import (
     queue_job,
     rater_job,
 )
-from ._view import CompareView, focus_region
-from ._worker import start_worker
+from ._view import BoundKeys, CompareView, focus_region
+from ._worker import add_layers_one_per_turn, start_worker
 
 if TYPE_CHECKING:
     import napari
@@ -91,8 +91,7 @@ class UncertaintyWidget(QWidget):
         self.regions: list[Region] = []
         self.compare = CompareView(napari_viewer)
         self._worker: Any = None
-        self._adding: list[LayerData] = []
-        self._after_adding: Callable[[], None] | None = None
+        self._adding = False  # layers of a result still going in (one per event-loop turn)
         self._queue_layer: Layer | None = None  # the map the table's regions were found on
         self._seg_picked = False  # the user chose a segmentation: keep it
 
@@ -142,8 +141,7 @@ class UncertaintyWidget(QWidget):
         self.next_button.clicked.connect(lambda: self.next_region())
         self.previous_button.clicked.connect(lambda: self.previous_region())
         self.compare_button.toggled.connect(self.set_compare)
-        self._keys: dict[str, Callable] = {}
-        self._replaced_keys: dict[str, Callable | None] = {}
+        self._keys = BoundKeys(napari_viewer, {NEXT_KEY: self._key_next, PREVIOUS_KEY: self._key_previous})
         self.arm()
 
     def _layout(self) -> None:
@@ -183,7 +181,7 @@ class UncertaintyWidget(QWidget):
     @property
     def busy(self) -> bool:
         """A job runs, or its layers are still being added."""
-        return self._worker is not None or bool(self._adding) or self._after_adding is not None
+        return self._worker is not None or self._adding
 
     def layer(self, name: str) -> Layer | None:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
@@ -360,23 +358,11 @@ class UncertaintyWidget(QWidget):
         kinds = {kwargs["metadata"].get(DERIVED) for _data, kwargs, _type in layers}
         for layer in [x for x in self.viewer.layers if x.metadata.get(DERIVED) in kinds]:
             self.viewer.layers.remove(layer)
-        self._adding = list(layers)
-        self._after_adding = lambda: self._done(message)
-        QTimer.singleShot(0, self._add_next)
-
-    def _add_next(self) -> None:
-        if self._adding:
-            data, kwargs, layer_type = self._adding.pop(0)
-            layer = getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
-            if kwargs["metadata"].get("segunc_contour"):
-                layer.contour = kwargs["metadata"]["segunc_contour"]
-            QTimer.singleShot(0, self._add_next)
-            return
-        then, self._after_adding = self._after_adding, None
-        if then is not None:
-            then()
+        self._adding = True
+        add_layers_one_per_turn(self.viewer, layers, then=lambda: self._done(message))
 
     def _done(self, message: str) -> None:
+        self._adding = False
         self.status.setText(message)
         show_info(message)
 
@@ -403,10 +389,9 @@ class UncertaintyWidget(QWidget):
 
     def arm(self) -> None:
         """Bind N / Shift-N on the viewer and follow its layers (done on creation, and when docked again)."""
-        if self._keys:
+        if self._keys.bound:
             return
-        self._keys = {NEXT_KEY: self._key_next, PREVIOUS_KEY: self._key_previous}
-        self._replaced_keys = {k: self.viewer.bind_key(k, f, overwrite=True) for k, f in self._keys.items()}
+        self._keys.bind()
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
         self._refresh()
@@ -414,14 +399,9 @@ class UncertaintyWidget(QWidget):
     def teardown(self) -> None:
         """Unbind N / Shift-N (restoring what they did before), leave the compare view, stop following the layers.
         Runs when the widget is closed or taken out of its dock (napari's close button reparents it to None)."""
-        if not self._keys:
+        if not self._keys.bound:
             return
-        for key, func in self._keys.items():
-            current = self.viewer.bind_key(key, None)
-            restore = current if current is not None and current != func else self._replaced_keys.get(key)
-            if restore is not None:
-                self.viewer.bind_key(key, restore, overwrite=True)
-        self._keys = {}
+        self._keys.unbind()
         self.compare.leave()
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             event.disconnect(self._refresh)
