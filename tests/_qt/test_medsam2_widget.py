@@ -109,9 +109,12 @@ def test_boxes_run_accept_undo_and_rerun(medsam2_widget, qtbot, wait_idle, phant
     gaps = _Gaps()
     widget._progressed = _wrap(widget._progressed, gaps.start_running, before=True)
     widget._done = _wrap(widget._done, lambda: setattr(gaps, "running", False), before=True)
+    width = widget.width()
     widget.run()
     wait_idle(widget, timeout=120_000)
     gaps.timer.stop()
+    # the progress messages did not widen the dock (that resizes napari's canvas: a redraw, 0.15 s in software GL)
+    assert widget.width() == width
     assert gaps.worst < 0.1, f"the GUI thread stalled {gaps.worst * 1000:.0f} ms while MedSAM2 ran: {gaps.log}"
     assert gaps.starting < 1.0  # from the click to the first report: controls disabled, model loading started
     qtbot.waitUntil(lambda: "medsam2 segmentation" in viewer.layers, timeout=10_000)

@@ -13,7 +13,12 @@ import weakref
 
 import pytest
 
-from napari_segunc._qt._worker import hold_old_objects_from_gc, release_old_objects_to_gc, start_worker
+from napari_segunc._qt._worker import (
+    NO_AUTOMATIC_FULL_COLLECTION,
+    hold_old_objects_from_gc,
+    release_old_objects_to_gc,
+    start_worker,
+)
 
 
 class _Marker:
@@ -49,6 +54,41 @@ def test_hold_and_release_nest_and_free_cycles_afterwards():
     assert gc.get_freeze_count() == 0
     gc.collect()
     assert alive() is None
+
+
+def test_automatic_full_collections_wait_for_the_end_of_the_job():
+    """Objects made during a job: the young generations are collected, the full collection waits (its trigger would
+    otherwise shrink to the few unfrozen objects and fire over the whole session right after the job)."""
+    before = gc.get_threshold()
+    full = []
+
+    def count(phase, info):
+        if phase == "start":
+            full.append(info["generation"])
+
+    gc.collect()
+    # enough survivors to make a full collection due: more than a quarter of what the last one saw
+    n = len(gc.get_objects()) * 2 // 5 + 100_000
+
+    def allocate() -> list:
+        return [[i] for i in range(n)]
+
+    gc.callbacks.append(count)
+    try:
+        kept = [allocate()]
+        plain = full.count(2)
+        full.clear()
+        hold_old_objects_from_gc()
+        hold_old_objects_from_gc()
+        release_old_objects_to_gc()
+        assert gc.get_threshold() == (*before[:2], NO_AUTOMATIC_FULL_COLLECTION)
+        kept.append(allocate())
+        held, young = full.count(2), full.count(0) + full.count(1)
+        release_old_objects_to_gc()
+    finally:
+        gc.callbacks.remove(count)
+    assert gc.get_threshold() == before
+    assert plain >= 1 and held == 0 and young > 100, (plain, held, young)
 
 
 def test_a_freeze_made_by_someone_else_is_left_in_place():

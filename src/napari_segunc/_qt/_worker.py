@@ -16,7 +16,7 @@ from typing import Any
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QWidget
+from qtpy.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from ..errors import SegUncError
 
@@ -29,6 +29,7 @@ __all__ = [
     "release_old_objects_to_gc",
     "set_enabled",
     "start_worker",
+    "status_label",
     "warm_up_in_background",
 ]
 
@@ -94,33 +95,48 @@ def warm_up_in_background(target: str):
         return None
 
 
-_jobs_holding_gc = 0
-_we_froze = False
+class _GcHold:
+    jobs = 0  # jobs running now
+    we_froze = False  # whether the first of them froze (else someone else had, and their freeze stays)
+    thresholds: tuple[int, ...] = ()  # the collector's thresholds before the first job
+
+
+#: while a job runs, full collections happen only when asked for (`gc.collect()`); see `hold_old_objects_from_gc`
+NO_AUTOMATIC_FULL_COLLECTION = 1 << 30
 
 
 def hold_old_objects_from_gc() -> None:
-    """While a job runs, keep the objects that exist now out of Python's full garbage collections (`gc.freeze`).
+    """While a job runs, keep Python's full garbage collections from walking the whole session.
 
     A napari session holds millions of Python objects (Qt, vispy, torch, the plugin's own). A job that builds many
     (a network, nnU-Net's plans) triggers a full collection in its thread, which walks all of them with the GIL held:
     0.3-0.4 s during which the window cannot repaint (measured at the ensemble's member boundaries with gc.callbacks).
-    Frozen, they are skipped, and a full collection only walks what the jobs made. Reference counting still frees
-    everything as usual; only cycles among the frozen objects wait until `release_old_objects_to_gc`.
-    Nested jobs are counted; a freeze made by someone else before the first job is left in place.
+    So, for the job's duration: the objects that exist are frozen (`gc.freeze`: a collection skips them), and the
+    automatic full collections are put off (the oldest generation's threshold is raised; the young generations are
+    collected as usual). The second matters after the job: a full collection of the few unfrozen objects would make
+    CPython's next automatic one, over everything, due at once (its trigger compares with the size the last full
+    collection saw) — on the GUI thread, while the results are being added. Reference counting frees everything as
+    usual; cycles among old objects wait for `release_old_objects_to_gc`. Nested jobs are counted; a freeze made by
+    someone else before the first job is left in place.
     """
-    global _jobs_holding_gc, _we_froze
-    if _jobs_holding_gc == 0:
-        _we_froze = gc.get_freeze_count() == 0
-    _jobs_holding_gc += 1
+    if _GcHold.jobs == 0:
+        _GcHold.we_froze = gc.get_freeze_count() == 0
+        _GcHold.thresholds = gc.get_threshold()
+        if _GcHold.thresholds[0]:  # 0: automatic collection is off; leave it so
+            gc.set_threshold(*_GcHold.thresholds[:2], NO_AUTOMATIC_FULL_COLLECTION)
+    _GcHold.jobs += 1
     gc.freeze()
 
 
 def release_old_objects_to_gc() -> None:
-    """The end of `hold_old_objects_from_gc` for one job: the last job to finish unfreezes (if it froze)."""
-    global _jobs_holding_gc
-    _jobs_holding_gc = max(0, _jobs_holding_gc - 1)
-    if _jobs_holding_gc == 0 and _we_froze:
-        gc.unfreeze()
+    """The end of `hold_old_objects_from_gc` for one job: the last job to finish restores the thresholds and
+    unfreezes (if it froze)."""
+    _GcHold.jobs = max(0, _GcHold.jobs - 1)
+    if _GcHold.jobs == 0:
+        if _GcHold.thresholds:
+            gc.set_threshold(*_GcHold.thresholds)
+        if _GcHold.we_froze:
+            gc.unfreeze()
 
 
 def add_layers_one_per_turn(viewer: Any, layers: Iterable[tuple], then: Callable[[], None] | None = None) -> None:
@@ -143,6 +159,20 @@ def add_layers_one_per_turn(viewer: Any, layers: Iterable[tuple], then: Callable
         QTimer.singleShot(0, add_next)
 
     QTimer.singleShot(0, add_next)
+
+
+def status_label(text: str, *, fixed_lines: int | None = None) -> QLabel:
+    """A dock's word-wrapped status line whose text never resizes the dock sideways: its width follows the dock
+    (horizontal size policy Ignored), because a wider dock makes napari resize and redraw its canvas (0.15-0.4 s with
+    software OpenGL; measured in the middle of a MedSAM2 run when a long progress message widened the dock from 376
+    to 599 px). With `fixed_lines` its height is fixed too (docks that report progress while a job runs); the full
+    text of an error also goes to napari's notifications."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    if fixed_lines:
+        label.setFixedHeight(fixed_lines * label.fontMetrics().lineSpacing() + 4)
+    return label
 
 
 def set_enabled(widgets: Iterable[QWidget], enabled: bool) -> None:

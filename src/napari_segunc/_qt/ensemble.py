@@ -25,7 +25,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -37,7 +36,7 @@ from ..errors import InvalidInput
 from ..io._npe2 import LayerData
 from ..progress import Progress
 from ..volume import Volume, VolumeKind
-from ._worker import add_layers_one_per_turn, import_in_gui_thread, start_worker, warm_up_in_background
+from ._worker import add_layers_one_per_turn, import_in_gui_thread, start_worker, status_label, warm_up_in_background
 
 if TYPE_CHECKING:
     import napari
@@ -174,11 +173,7 @@ class EnsembleWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.status = QLabel("Pick an image and an ensemble, then Run.")
-        self.status.setWordWrap(True)
-        # a fixed height: a message wrapping onto another line must not resize the dock, which makes napari redraw
-        # its canvas (~0.4 s with software OpenGL) in the middle of a run
-        self.status.setFixedHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+        self.status = status_label("Pick an image and an ensemble, then Run.", fixed_lines=3)
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)

@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -48,7 +47,7 @@ from ..report.case import CaseExport, describe, plan_case_files, write_case_file
 from ..settings import get_setting, set_setting
 from ..volume import Volume, VolumeKind, check_same_grid
 from ._session import find_review, image_volume
-from ._worker import start_worker
+from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -124,8 +123,7 @@ class ExportWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.status = QLabel("Choose the image and an output folder, then Export.")
-        self.status.setWordWrap(True)
+        self.status = status_label("Choose the image and an output folder, then Export.")
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)

@@ -40,7 +40,7 @@ from ..settings import get_setting, set_setting
 from ._medsam2_job import medsam2_job
 from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
-from ._worker import import_in_gui_thread, start_worker
+from ._worker import import_in_gui_thread, start_worker, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -105,11 +105,7 @@ class MedSAM2Widget(QWidget):
         self.accept_button = QPushButton("Accept into annotation")
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
         self.progress = QProgressBar()
-        self.status = QLabel("Choose an image and a checkpoint, add boxes, then Run.")
-        self.status.setWordWrap(True)
-        # a fixed height: a message of another length must not resize the dock, which would make napari redraw its
-        # canvas (~0.2 s with software OpenGL) in the middle of a run
-        self.status.setFixedHeight(3 * self.status.fontMetrics().lineSpacing() + 4)
+        self.status = status_label("Choose an image and a checkpoint, add boxes, then Run.", fixed_lines=3)
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)

@@ -28,7 +28,6 @@ from qtpy.QtWidgets import (
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -48,7 +47,7 @@ from ..metrics.suite import COLUMNS, Mode
 from ..phantom import LABELS as PHANTOM_LABELS
 from ..volume import Volume, VolumeKind, check_same_grid
 from ._metrics_table import MetricsTable
-from ._worker import start_worker
+from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -108,8 +107,7 @@ class MetricsWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
-        self.status = QLabel("Choose the prediction and the raters, then Evaluate.")
-        self.status.setWordWrap(True)
+        self.status = status_label("Choose the prediction and the raters, then Evaluate.")
         self.table = MetricsTable()
         self.reliability_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 5.6), dpi=90, layout="constrained"))
         self.risk_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 4.2), dpi=90, layout="constrained"))

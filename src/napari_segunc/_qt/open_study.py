@@ -38,7 +38,7 @@ from ..review import SessionStore
 from ..volume import Volume, VolumeKind
 from . import _study_jobs as jobs
 from ._session import _ask_restore, image_volume, review_for
-from ._worker import start_worker
+from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -103,8 +103,7 @@ class OpenStudyWidget(QWidget):
         for preset in WindowPreset:
             self.preset_combo.addItem(preset.label, preset)
         self.phantom_button = QPushButton("Load phantom study")
-        self.status = QLabel("Open a CT/MR image, or load the phantom study.")
-        self.status.setWordWrap(True)
+        self.status = status_label("Open a CT/MR image, or load the phantom study.")
 
         form = QFormLayout()
         form.addRow(self.series_label, self.series_combo)

@@ -63,7 +63,7 @@ from ._uncertainty_jobs import (
     rater_job,
 )
 from ._view import BoundKeys, CompareView, focus_region
-from ._worker import add_layers_one_per_turn, start_worker
+from ._worker import add_layers_one_per_turn, start_worker, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -129,8 +129,7 @@ class UncertaintyWidget(QWidget):
         self.compare_button.setCheckable(True)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
-        self.status = QLabel("Maps come from the Ensemble or MedSAM2 widgets, raters from Open study.")
-        self.status.setWordWrap(True)
+        self.status = status_label("Maps come from the Ensemble or MedSAM2 widgets, raters from Open study.")
         self._layout()
 
         self.seg_combo.activated.connect(self._seg_chosen)
