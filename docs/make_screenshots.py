@@ -1,4 +1,5 @@
-"""Regenerate the user guide's screenshots: every dock widget driven through its main path on the phantom study.
+"""Regenerate the user guide's screenshots: every dock opened from the Plugins menu (tabbed together on the right of
+a 1600×1000 window) and driven through its main path on the phantom study.
 
 Run ``make screenshots`` (or ``xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python docs/make_screenshots.py``
 without a display). Writes ``docs/images/widget_*.png``. The MedSAM2 step uses a randomly initialised model of
@@ -30,26 +31,22 @@ def wait(app, widget=None, until=None, timeout=600.0) -> None:
 
 def main() -> int:
     import napari
-    from napari.layers import Image
     from qtpy.QtWidgets import QApplication
 
-    from napari_segunc._qt.ensemble import EnsembleWidget
-    from napari_segunc._qt.medsam2 import MedSAM2Widget
-    from napari_segunc._qt.metrics import MetricsWidget
-    from napari_segunc._qt.open_study import OpenStudyWidget
-    from napari_segunc._qt.uncertainty import UncertaintyWidget
+    from napari_segunc._qt._docks import DOCK_NAMES, open_dock
+    from napari_segunc._qt._layers import LayerRole, role_of
 
     OUT.mkdir(exist_ok=True)
     viewer = napari.Viewer(show=True, title="napari-segunc")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window.resize(1600, 1000)
     app = QApplication.instance()
-    docks = []
+    # every dock from the Plugins menu, tabbed together on the right, as a user opens them
+    docks = {name: open_dock(viewer, name) for name in DOCK_NAMES}
+    wait(app)
 
-    def dock(widget, name):
-        for d in docks:
-            viewer.window.remove_dock_widget(d)
-        docks.clear()
-        docks.append(viewer.window.add_dock_widget(widget, name=name, area="right"))
+    def show(name):
+        dock, widget = docks[name]
+        dock.raise_()
         wait(app)
         return widget
 
@@ -57,37 +54,36 @@ def main() -> int:
         wait(app)
         path = OUT / f"widget_{name}.png"
         viewer.window.screenshot(path=str(path), flash=False, canvas_only=False)
-        print("wrote", path)
+        width, height = viewer.window._qt_window.width(), viewer.window._qt_window.height()
+        print("wrote", path, f"(window {width}x{height})")
 
-    study = dock(OpenStudyWidget(viewer), "Open study")
+    study = show("Open study")
     study.load_phantom(seed=0)
     wait(app, study)
     shot("open_study")
 
-    ens = dock(EnsembleWidget(viewer), "Ensemble")
+    ens = show("Ensemble")
     ens.device_combo.setCurrentIndex(ens.device_combo.findData("cpu"))
     ens.mirror_check.setChecked(False)
     ens.run()
     wait(app, ens, until=lambda: "ensemble mutual information (epistemic)" in viewer.layers)
     shot("ensemble")
 
-    unc = dock(UncertaintyWidget(viewer), "Uncertainty & raters")
+    unc = show("Uncertainty & raters")
     unc.analyse_raters()
     wait(app, unc)
     unc.find_regions()
     wait(app, unc, until=lambda: bool(unc.regions))
     unc.jump_to(0)
     shot("uncertainty")
-    unc.set_compare(True)
+    unc.set_compare(True, names=["rater_1", "rater_2", "rater_3", "ensemble segmentation"])
     wait(app, unc)
     shot("compare")
     unc.set_compare(False)
     wait(app, unc)
 
-    met = dock(MetricsWidget(viewer), "Metrics")
-    met.prediction_combo.setCurrentText("ensemble segmentation")
-    met.set_raters([la.name for la in viewer.layers if la.name.startswith("rater_")])
-    met.evaluate()
+    met = show("Metrics")
+    met.evaluate()  # its defaults: the ensemble's segmentation against the raters
     wait(app, met, until=lambda: met.result is not None)
     shot("metrics")
     met.tabs.setCurrentIndex(1)
@@ -97,18 +93,14 @@ def main() -> int:
 
     from napari_segunc.inference.medsam2 import build_model
 
-    med = dock(MedSAM2Widget(viewer), "MedSAM2")
+    med = show("MedSAM2")
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
     torch.save({"model": build_model("medsam2", image_size=64).state_dict()}, tmp / "random_medsam2.pt")
     med.checkpoint_edit.setText(str(tmp / "random_medsam2.pt"))
-    med.boxes_from_mask("ensemble segmentation", strategy="B")
+    med.boxes_from_mask(strategy="B")  # its default mask: the ensemble's segmentation
     for layer in viewer.layers:
-        layer.visible = (
-            isinstance(layer, Image)
-            and "segunc_map" not in layer.metadata
-            or layer.name.startswith(("boxes", "ensemble segmentation"))
-        )
+        layer.visible = role_of(layer) in (LayerRole.IMAGE, LayerRole.BOXES) or layer.name == "ensemble segmentation"
     z = med.prompts().organ("liver").key_z
     viewer.dims.set_current_step(0, z)
     shot("medsam2")
@@ -116,14 +108,13 @@ def main() -> int:
     import shutil
 
     from napari_segunc._qt._session import review_for
-    from napari_segunc._qt.export import ExportWidget
 
-    image_layer = next(la for la in viewer.layers if isinstance(la, Image) and "segunc_geometry" in la.metadata)
+    image_layer = viewer.layers["phantom_ct"]
     state = review_for(viewer, image_layer)
     state.annotation.replace_all(viewer.layers["ensemble segmentation"].data, description="start from the ensemble")
     for layer in viewer.layers:
-        layer.visible = layer is image_layer or layer is state.layer
-    exp = dock(ExportWidget(viewer), "Export")
+        layer.visible = layer.name in (image_layer.name, state.layer.name)
+    exp = show("Export")
     exp.rows_provider = lambda: met.result.rows if met.result is not None else None
     written = exp.export(tmp / "export")
     wait(app, exp)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,14 +13,27 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
-    """Load triton (through torch._dynamo, which nnU-Net, torchvision and sam2 import) before any napari canvas: once
+    """napari's settings (window geometry, and the reader preferences napari-segunc sets when it is first used, see
+    `napari_segunc.io._npe2.prefer_segunc_reader`) go to a temporary file, for this process and the demo's
+    subprocesses, never to the user's napari settings; napari reads ``NAPARI_CONFIG`` when its settings module is
+    first imported, which no test has done yet here.
+
+    Load triton (through torch._dynamo, which nnU-Net, torchvision and sam2 import) before any napari canvas: once
     Mesa's software OpenGL has mapped its libLLVM, loading triton's own LLVM crashes the process (SIGSEGV), while
     the other order is fine. The plugin itself guards its widgets with `keep_triton_away_from_mesa`; a test session
     mixes GUI and engine tests in one process, so it loads triton first."""
+    config._segunc_napari_config = tempfile.mkdtemp(prefix="segunc-napari-config-")
+    os.environ["NAPARI_CONFIG"] = os.path.join(config._segunc_napari_config, "settings.yaml")
     try:
         import torch._dynamo  # noqa: F401
     except Exception:  # torch missing or triton unusable: nothing to protect
         pass
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_segunc_napari_config", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -34,14 +34,23 @@ def test_partial_study_folder_is_not_overwritten(tmp_path):
     assert (out / "image.nii.gz").read_bytes() == b"user file"
 
 
+def _near(rgb: np.ndarray, colour: str, tol: int = 40) -> int:
+    """Pixels within `tol` (per channel) of ``#rrggbb``."""
+    target = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+    return int((np.abs(rgb - target) <= tol).all(axis=-1).sum())
+
+
 @pytest.mark.skipif(shutil.which("xvfb-run") is None, reason="xvfb-run not installed (docs/HEADLESS.md)")
 def test_headless_demo_writes_a_screenshot_next_to_an_existing_one(tmp_path):
     import imageio.v3 as iio
 
+    from napari_segunc.organs import RATER_COLORS
+
     (tmp_path / "demo_screenshot.png").write_bytes(b"user file")
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "SEGUNC_DEMO_HEADLESS")}
     code = "import sys; from napari_segunc.demo import run_demo; sys.exit(run_demo(out_dir='study'))"
-    for _ in range(2):  # the second run reuses the study files
+    runs = []
+    for _ in range(2):  # the second run reuses the study files and the ensemble's maps
         proc = subprocess.run(
             [sys.executable, "-c", code],
             cwd=tmp_path,
@@ -52,15 +61,27 @@ def test_headless_demo_writes_a_screenshot_next_to_an_existing_one(tmp_path):
             timeout=300,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        runs.append(proc)
     assert (tmp_path / "demo_screenshot.png").read_bytes() == b"user file"
-    assert "screenshot saved to" in proc.stdout and "demo_screenshot_v3.png" in proc.stdout
-    shot = iio.imread(tmp_path / "demo_screenshot_v2.png")
-    assert shot.ndim == 3 and shot.shape[0] > 400 and shot.shape[1] > 400
-    rgb = shot[..., :3].astype(int)
-    assert rgb.std() > 10  # not blank
-    colourful = (np.abs(rgb[..., 0] - rgb[..., 1]) + np.abs(rgb[..., 1] - rgb[..., 2])) > 60
-    assert colourful.sum() > 500  # the rater outlines are drawn in label colours over the gray CT
-    # the shipped demo ensemble ran once (the second run reused its maps) and its maps are on screen
-    assert proc.stdout.count("running the demo ensemble") == 0
+    # one line per step, and nothing else: no library noise (nnU-Net's CPU notice, ITK, Qt, napari, triton...)
+    first, second = (proc.stdout.splitlines() for proc in runs)
+    assert len(first) == 3 and len(second) == 3, runs[0].stdout + runs[1].stdout
+    assert first[0].startswith("phantom study (seed 0) written to")
+    assert first[1].startswith("demo ensemble: running its 6 nnU-Net models") and "maps written to" in first[1]
+    assert first[2].startswith("screenshot of the window saved to") and first[2].endswith("demo_screenshot_v2.png")
+    assert second[0].startswith("phantom study: reusing") and second[1].startswith("demo ensemble: reusing")
+    assert second[2].endswith("demo_screenshot_v3.png")
+    for proc in runs:
+        assert "perform_everything_on_device" not in proc.stdout + proc.stderr
+        assert proc.stderr.strip() == "", proc.stderr
     for name in ("segmentation", "entropy", "mutual_information"):
         assert (tmp_path / "study" / "ensemble" / f"{name}.nii.gz").is_file()
+
+    shot = iio.imread(tmp_path / "demo_screenshot_v3.png")[..., :3].astype(int)
+    height, width = shot.shape[:2]
+    assert width >= 1500 and width > 1.4 * height  # the whole 1600 × 1000 window, landscape
+    assert shot.std() > 10  # not blank
+    for colour in RATER_COLORS[:3]:  # each rater's outline in its own colour, over the CT
+        assert _near(shot, colour) > 300, colour
+    docks = shot[:, int(0.78 * width) :]  # the Open study / Ensemble docks on the right: text and controls
+    assert docks.std() > 10

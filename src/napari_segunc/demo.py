@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import InvalidInput
@@ -24,7 +25,7 @@ __all__ = ["run_demo"]
 log = logging.getLogger(__name__)
 
 DEFAULT_SCREENSHOT = "demo_screenshot.png"
-XVFB_SCREEN = "-screen 0 1280x1024x24"
+XVFB_SCREEN = "-screen 0 1600x1000x24"  # WINDOW_SIZE fits
 _HEADLESS_ENV = "SEGUNC_DEMO_HEADLESS"  # set in the xvfb-run child: draw, save the screenshot, exit
 
 
@@ -90,7 +91,7 @@ def _study_files(out_dir: Path, seed: int) -> tuple[Path, list[Path]]:
     expected["labels"] = out_dir / "labels.json"
     existing = sorted(p.name for p in expected.values() if p.exists())
     if len(existing) == len(expected):
-        log.info("using the phantom study already in %s", out_dir)
+        print(f"phantom study: reusing the files in {out_dir}")
         paths = expected
     elif existing:
         raise InvalidInput(
@@ -99,7 +100,7 @@ def _study_files(out_dir: Path, seed: int) -> tuple[Path, list[Path]]:
         )
     else:
         paths = {name: Path(p) for name, p in write_phantom(study, out_dir).items()}
-        print(f"wrote the phantom study (seed {seed}) to {out_dir}")
+        print(f"phantom study (seed {seed}) written to {out_dir}")
     return paths["image"], [paths[r.name] for r in study.raters]
 
 
@@ -113,7 +114,7 @@ def _ensemble_maps(out_dir: Path, image_path: Path) -> list[Path]:
     folder = out_dir / "ensemble"
     paths = [folder / f"{name}.nii.gz" for name in ENSEMBLE_MAPS]
     if all(p.exists() for p in paths):
-        log.info("using the ensemble maps already in %s", folder)
+        print(f"demo ensemble: reusing its maps in {folder}")
         return paths
     if not (DEMO_DIR / "ensemble.json").is_file():
         log.warning("the demo ensemble is not installed: showing the study without model outputs")
@@ -125,53 +126,89 @@ def _ensemble_maps(out_dir: Path, image_path: Path) -> list[Path]:
     from .uncertainty.pipeline import write_ensemble_outputs
 
     members = read_ensemble_file(demo_ensemble_file())
-    print(f"running the demo ensemble ({len(members)} nnU-Net models) on the study …", flush=True)
-    job = predict_job(read_volume(image_path), members, device="auto", mirroring=False, class_variance=False)
-    acc, grid = run_job(job, None)
-    write_ensemble_outputs(acc.result(consume=True), grid, folder, labels=dict(LABELS), overwrite=False)
-    print(f"ensemble maps written to {folder}")
+    started = time.monotonic()
+    # one line for the step: its start now (it takes a minute on a CPU), how it ended once it has
+    print(f"demo ensemble: running its {len(members)} nnU-Net models on the study …", end=" ", flush=True)
+    try:
+        job = predict_job(read_volume(image_path), members, device="auto", mirroring=False, class_variance=False)
+        acc, grid = run_job(job, None)
+        write_ensemble_outputs(acc.result(consume=True), grid, folder, labels=dict(LABELS), overwrite=False)
+    except BaseException:
+        print("failed", flush=True)
+        raise
+    print(f"done in {time.monotonic() - started:.0f} s, maps written to {folder}", flush=True)
     return paths
 
 
-def _show(image_path: Path, rater_paths: list[Path], map_paths: list[Path], *, screenshot, interactive: bool) -> int:
-    import napari
+#: The demo window (and its Xvfb screen): landscape, room for the canvas, the layer list and the docks.
+WINDOW_SIZE = (1600, 1000)
 
-    from ._qt.open_study import OpenStudyWidget
-    from .io._npe2 import read_layers
+
+def _show(image_path: Path, rater_paths: list[Path], map_paths: list[Path], *, screenshot, interactive: bool) -> int:
+    try:  # triton (through torch's dynamo, which the Ensemble dock's nnU-Net loads) before Mesa's LLVM, which the
+        import torch._dynamo  # noqa: F401  # first drawing loads: the other order crashes (docs/HEADLESS.md)
+    except Exception:  # noqa: BLE001 - no torch or no usable triton: the dock copes (it disables triton)
+        pass
+    import napari
 
     # show=True even headless: under Xvfb the window is invisible, and a hidden canvas renders blank.
     viewer = napari.Viewer(title="napari-segunc demo: phantom study", show=True)
-    viewer.window.resize(1280, 960)
-    for data, kwargs, layer_type in read_layers([str(image_path), *map(str, rater_paths)]):
-        getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-    for layer in viewer.layers[1:]:  # rater maps as outlines: the CT stays visible and disagreement shows
-        layer.contour = 1
-        layer.opacity = 1.0
-    for data, kwargs, layer_type in read_layers([str(p) for p in map_paths]):
-        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-        if layer_type == "labels":
-            layer.opacity = 0.35  # the ensemble's segmentation, filled and light
-        else:  # entropy and mutual information over the CT
-            layer.colormap, layer.blending, layer.opacity = "inferno", "additive", 0.7
-            layer.visible = layer.name.startswith("entropy")
-    widget = OpenStudyWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Open study", area="right")
-    widget.use_image_layer(viewer.layers[0])
+    viewer.window.resize(*WINDOW_SIZE)
+    _add_study_layers(viewer, image_path, rater_paths, map_paths)
+    # the docks as a user opens them (Plugins ▸ SegUnc ▸ …), tabbed together on the right
+    _dock, open_study = viewer.window.add_plugin_dock_widget("napari-segunc", "Open study")
+    open_study.use_image_layer(open_study.viewer.layers[0])  # rater maps added from the dock are checked against it
     if map_paths:  # the demo ensemble is installed: its dock too, to rerun it (or other models) from the window
-        from ._qt.ensemble import EnsembleWidget
-
-        viewer.window.add_dock_widget(EnsembleWidget(viewer), name="Ensemble", area="right", tabify=True)
+        viewer.window.add_plugin_dock_widget("napari-segunc", "Ensemble", tabify=True)
     _axial_view_on_organs(viewer)
 
     if screenshot is not None or not interactive:
         shot = versioned_path(Path(screenshot or DEFAULT_SCREENSHOT).expanduser().resolve())
-        _save_png(viewer.screenshot(canvas_only=True, flash=False), shot)
-        print(f"screenshot saved to {shot}")
+        _save_png(_window_screenshot(viewer), shot)
+        print(f"screenshot of the window saved to {shot}")
     if interactive:
         napari.run()
     else:
         viewer.close()
     return 0
+
+
+def _add_study_layers(viewer, image_path: Path, rater_paths: list[Path], map_paths: list[Path]) -> None:
+    """Bottom to top: the CT; the ensemble's predictive entropy over it (inferno, additive: black, i.e. the CT
+    unchanged, where the models agree; napari's colour bar) and its mutual information (hidden); each rater as
+    outlines in its own colour; the ensemble's segmentation as outlines in the organ colours; a legend on the
+    canvas. The outlines lie above the additive maps so that their colours stay true. The layers are the ones the
+    docks make (`_qt._layers.add_layer`)."""
+    from ._qt._layers import add_layer
+    from .io import read_volume
+    from .io._npe2 import rater_layer_data, read_layers
+    from .phantom import LABELS
+    from .uncertainty.layers import map_layer, segmentation_layer
+
+    for layer_data in read_layers([str(image_path)]):
+        add_layer(viewer, layer_data)
+    maps = {p.name.removesuffix(".nii.gz"): read_volume(p) for p in map_paths}
+    for name in ("entropy", "mutual_information"):
+        if name in maps:
+            vol = maps[name]
+            add_layer(viewer, map_layer(name, vol.data, vol, n_classes=len(LABELS) + 1, visible=name == "entropy"))
+    for index, path in enumerate(rater_paths):
+        add_layer(viewer, rater_layer_data(read_volume(path, kind="labels"), index))
+    if "segmentation" in maps:
+        seg = maps["segmentation"]
+        add_layer(viewer, segmentation_layer(seg.data, seg, name="ensemble segmentation", labels=LABELS))
+    entropy = [x for x in viewer.layers if x.metadata.get("segunc_map") == "entropy"]
+    if entropy:
+        viewer.layers.selection.active = entropy[0]  # its controls on the left
+
+
+def _window_screenshot(viewer):
+    """RGBA screenshot of the whole window (canvas, layer list, docks), once Qt has laid the docks out."""
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(5):
+        QApplication.processEvents()
+    return viewer.window.screenshot(canvas_only=False, flash=False)
 
 
 def _axial_view_on_organs(viewer) -> None:
@@ -189,6 +226,7 @@ def _axial_view_on_organs(viewer) -> None:
             k = int(np.argmax(counts))
     viewer.dims.set_point(0, float(image.translate[0] + k * image.scale[0]))
     viewer.reset_view()
+    viewer.scene.camera.zoom *= 1.15  # the body, not the air around it, fills the canvas
 
 
 def _save_png(rgba, path: Path) -> None:

@@ -51,14 +51,13 @@ def phantom_files(phantom_study, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def open_study(make_napari_viewer, qtbot):
-    """Factory: ``(viewer, widget)`` with the Open study widget docked in a fresh viewer."""
-    from napari_segunc._qt.open_study import OpenStudyWidget
+    """Factory: ``(viewer, widget)`` with the Open study dock opened from the Plugins menu in a fresh viewer."""
 
     def factory(*, show: bool = False):
+        from napari_segunc._qt._docks import open_dock
+
         viewer = make_napari_viewer(show=show)
-        widget = OpenStudyWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Open study")
-        return viewer, widget
+        return viewer, open_dock(viewer, "Open study")[1]
 
     return factory
 

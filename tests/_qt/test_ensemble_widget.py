@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
+from napari_segunc._qt._docks import open_dock
 from napari_segunc._qt._worker import NO_AUTOMATIC_FULL_COLLECTION
-from napari_segunc._qt.ensemble import FILE, FOLDERS, EnsembleWidget
+from napari_segunc._qt.ensemble import FILE, FOLDERS
 from napari_segunc.inference.demo_models import demo_ensemble_file
 from napari_segunc.inference.nnunet import predict_job, read_ensemble_file
 from napari_segunc.io._npe2 import volume_layer_data
@@ -33,8 +34,7 @@ def ensemble_widget(make_napari_viewer, phantom_study):
         if with_image:
             data, kwargs, _ = volume_layer_data(phantom_study.image)
             viewer.add_image(data, **kwargs)
-        widget = EnsembleWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Ensemble")
+        _, widget = open_dock(viewer, "Ensemble")
         widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
         return viewer, widget
 

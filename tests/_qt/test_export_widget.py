@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from napari_segunc._qt._docks import open_dock
 from napari_segunc._qt._session import review_for
-from napari_segunc._qt.export import ExportWidget
-from napari_segunc._qt.metrics import MetricsWidget
 from napari_segunc.io import read_volume
 from napari_segunc.io._npe2 import volume_layer_data
 from napari_segunc.metrics.prediction import evaluate_prediction
@@ -59,12 +58,10 @@ def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, pha
     entropy = np.random.default_rng(0).uniform(0, np.log(6), image.shape).astype(np.float32)
     data, kwargs, _ = map_layer("entropy", entropy, image, n_classes=6)
     map_name = viewer.add_image(data, **kwargs).name
-    metrics = MetricsWidget(viewer)
-    viewer.window.add_dock_widget(metrics, name="Metrics")
+    _, metrics = open_dock(viewer, "Metrics")
     metrics.result = evaluate_prediction(state.annotation.data, [r.data for r in phantom_study.raters],
                                          spacing=image.spacing, labels=ACCEPTED, case="phantom_ct")  # fmt: skip
-    widget = ExportWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Export")
+    _, widget = open_dock(viewer, "Export")
     assert widget.image_combo.currentText() == "phantom_ct"
     assert widget.labels_combo.currentData() == state.layer.name  # the working annotation by default
     assert widget.case_edit.text() == "phantom_ct"
@@ -118,7 +115,7 @@ def test_labels_keep_the_geometry_of_the_source_file(open_study, wait_idle, phan
     wait_idle(opener)
     image_layer = viewer.layers["ras_ct"]
     state = _review(viewer, image_layer, phantom_study.truth.data)
-    widget = ExportWidget(viewer)
+    _, widget = open_dock(viewer, "Export")
     for box in (widget.maps_check, widget.prompts_check, widget.metrics_check, widget.report_check):
         box.setChecked(False)
     widget.case_edit.setText("patient 7/ct")  # typed: kept, made file-safe
@@ -141,7 +138,7 @@ def test_errors_are_shown_and_the_widget_carries_on(make_napari_viewer, phantom_
     viewer = make_napari_viewer()
     data, kwargs, _ = volume_layer_data(phantom_study.image)
     viewer.add_image(data, **kwargs)
-    widget = ExportWidget(viewer)
+    _, widget = open_dock(viewer, "Export")
     widget.folder_edit.setText("")
 
     assert widget.export() == {}

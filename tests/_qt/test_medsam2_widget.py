@@ -14,8 +14,8 @@ from qtpy.QtCore import QTimer
 torch = pytest.importorskip("torch")
 pytest.importorskip("sam2")
 
+from napari_segunc._qt._docks import open_dock  # noqa: E402
 from napari_segunc._qt._session import find_review, review_for  # noqa: E402
-from napari_segunc._qt.medsam2 import MedSAM2Widget  # noqa: E402
 from napari_segunc.inference.device import torch_threads  # noqa: E402
 from napari_segunc.inference.medsam2 import build_model, load_model  # noqa: E402
 from napari_segunc.io._npe2 import volume_layer_data  # noqa: E402
@@ -50,8 +50,7 @@ def medsam2_widget(make_napari_viewer, phantom_study, checkpoint):
         data, kwargs, _ = volume_layer_data(phantom_study.truth)
         kwargs["name"] = "truth"
         viewer.add_labels(data, **kwargs)
-        widget = MedSAM2Widget(viewer)
-        viewer.window.add_dock_widget(widget, name="MedSAM2")
+        _, widget = open_dock(viewer, "MedSAM2")
         widget.image_size = 64
         widget.checkpoint_edit.setText(str(checkpoint))
         widget.device_combo.setCurrentText("cpu")

@@ -11,7 +11,8 @@ from qtpy.QtGui import QImage
 from qtpy.QtWidgets import QApplication, QFileDialog
 from scipy import ndimage
 
-from napari_segunc._qt.metrics import LAYER, METADATA, NONE, MetricsWidget
+from napari_segunc._qt._docks import open_dock
+from napari_segunc._qt.metrics import LAYER, METADATA, NONE
 from napari_segunc.metrics.compare import AGGREGATES
 from napari_segunc.metrics.prediction import NO_PROBABILITIES, evaluate_prediction
 from napari_segunc.metrics.suite import COLUMNS, evaluate_case
@@ -46,8 +47,7 @@ def metrics_widget(open_study, wait_idle, monkeypatch):
     monkeypatch.setattr("napari_segunc._qt.metrics.show_error", errors.append)
 
     def factory():
-        widget = MetricsWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Metrics")
+        _, widget = open_dock(viewer, "Metrics")
         return widget
 
     return viewer, factory, errors

@@ -284,3 +284,15 @@ def test_cuda_out_of_memory_falls_back_step_by_step(flipped_image, monkeypatch):
     failures["left"] = 4  # a fourth failure on the CPU is not an out-of-memory the fallbacks can fix: reported
     with pytest.raises(Exception, match="out of memory"):
         run_job(nnunet.predict_job(image, members, device="cpu", class_variance=False))
+
+
+def test_loading_members_on_the_cpu_prints_nothing(capsys, caplog):
+    """nnU-Net 2.8 prints "perform_everything_on_device=True is only supported for cuda devices!" for every predictor
+    built off CUDA: caught, the flag is off on the CPU, and it is said once at debug level, in our words."""
+    member = nnunet.discover_members([MODEL_A])[0]
+    with caplog.at_level("DEBUG", logger=nnunet.__name__):
+        predictors = [nnunet.load_member(member, device="cpu") for _ in range(2)]
+    assert capsys.readouterr().out == ""
+    assert all(not p.perform_everything_on_device for p in predictors)
+    said = [r for r in caplog.records if "sliding-window results in RAM" in r.getMessage()]
+    assert len(said) <= 1 and all(r.levelname == "DEBUG" for r in said)  # once per process (maybe said earlier)

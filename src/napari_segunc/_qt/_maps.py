@@ -1,6 +1,6 @@
 """The "Uncertainty maps" part of the "Uncertainty & raters" widget: which maps show, opacity, unit, threshold.
 
-- Maps are the 3D float image layers that are not intensity images (`layers_by_role`).
+- Maps are the 3D float image layers that are not intensity images (role MAP, `_layers.layers_with_role`).
 - Unit: entropy maps (``metadata["segunc_map"]`` in `NATS_MAPS`, or "entropy" / "mutual information" in the name)
   are in nats or normalised (÷ ln C). Choosing a unit converts every entropy map to it: values and contrast limits
   are multiplied by 1/ln C or ln C in a worker (new arrays; nothing is resampled), ``metadata["segunc_unit"]`` says
@@ -30,7 +30,9 @@ from qtpy.QtWidgets import (
     QSpinBox,
 )
 
-from ._uncertainty_jobs import CheckList, MapUnit, fill, form, hbox, is_nats_map, layers_by_role, rescale_job
+from ._layers import LABEL_ROLES, LayerRole, has_layer, layers_with_role
+from ._uncertainty_jobs import MapUnit, is_nats_map, rescale_job
+from ._widgets import CheckList, fill, form, hbox, layer_combo
 
 __all__ = ["MapsBox"]
 
@@ -43,7 +45,7 @@ class MapsBox(QGroupBox):
         self.owner = owner
         self.viewer = owner.viewer
         self.user_picked = False
-        self.map_combo = QComboBox()
+        self.map_combo = layer_combo()
         self.map_list = CheckList()
         self.opacity_slider = QSlider(Qt.Horizontal)
         self.opacity_slider.setRange(0, 100)
@@ -86,7 +88,7 @@ class MapsBox(QGroupBox):
 
     def refresh(self) -> None:
         """Follow the viewer's layers (keeps the user's choices; picks the predictive entropy first otherwise)."""
-        maps = [x.name for x in layers_by_role(self.viewer.layers, "map")]
+        maps = [x.name for x in layers_with_role(self.viewer.layers, LayerRole.MAP)]
         current = self.map_combo.currentText()
         entropy = [n for n in maps if "predictive entropy" in n] + [n for n in maps if "entropy" in n]
         keep = current in maps and (self.user_picked or current in entropy[:1] or not entropy)
@@ -118,7 +120,7 @@ class MapsBox(QGroupBox):
         if layer.metadata.get("segunc_classes"):
             return int(layer.metadata["segunc_classes"]), f"'{layer.name}'"
         seg = self.owner.segmentation_layer
-        for labels in ([seg] if seg is not None else []) + layers_by_role(self.viewer.layers, "labels"):
+        for labels in ([seg] if seg is not None else []) + layers_with_role(self.viewer.layers, *LABEL_ROLES):
             names = labels.metadata.get("segunc_labels")
             if names:
                 return len({int(v) for v in names.values()} - {0}) + 1, f"the labels of '{labels.name}'"
@@ -133,7 +135,7 @@ class MapsBox(QGroupBox):
         """Express every entropy map in `unit` (a worker multiplies the values by 1/ln C or ln C)."""
         unit = MapUnit(unit)
         todo = []
-        for layer in layers_by_role(self.viewer.layers, "map"):
+        for layer in layers_with_role(self.viewer.layers, LayerRole.MAP):
             if self.unit_of(layer) not in (None, unit):
                 c = self.n_classes(layer)[0]
                 todo.append((layer, 1 / math.log(c) if unit is MapUnit.NORMALISED else math.log(c), c))
@@ -150,7 +152,7 @@ class MapsBox(QGroupBox):
 
     def _rescaled(self, todo: list, unit: MapUnit, arrays: list[np.ndarray]) -> None:
         for (layer, factor, c), data in zip(todo, arrays, strict=True):
-            if layer not in self.viewer.layers:
+            if not has_layer(self.viewer.layers, layer):
                 continue
             (lo, hi), (r_lo, r_hi) = layer.contrast_limits, layer.contrast_limits_range
             layer.data = data

@@ -17,7 +17,10 @@ import numpy as np
 from napari.layers import Shapes
 
 from ..errors import InvalidInput
+from ..organs import label_color
 from ..review import Command
+from ..roles import ROLE
+from ._layers import LayerRole, role_of
 
 if TYPE_CHECKING:
     import napari
@@ -27,8 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["PREFIX", "BoxEdits", "OrganBoxes"]
 
 PREFIX = "boxes: "
-_PALETTE = ["#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
-            "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000"]  # fmt: skip
 
 
 def _rectangle(box) -> np.ndarray:
@@ -50,10 +51,12 @@ class OrganBoxes:
         self.applying = False  # programmatic changes are not user edits
 
     def layers(self) -> list[Shapes]:
-        return [la for la in self.viewer.layers if isinstance(la, Shapes) and la.name.startswith(PREFIX)]
+        """The organs' box layers (role BOXES, whatever the user renamed them to)."""
+        return [la for la in self.viewer.layers if isinstance(la, Shapes) and role_of(la) is LayerRole.BOXES
+                and la.metadata.get("segunc_organ")]  # fmt: skip
 
     def layer(self, name: str) -> Shapes | None:
-        return next((la for la in self.layers() if la.name == PREFIX + name), None)
+        return next((la for la in self.layers() if la.metadata.get("segunc_organ") == name), None)
 
     def _set(self, layer: Shapes, rects: list[np.ndarray]) -> None:
         self.applying = True
@@ -67,7 +70,7 @@ class OrganBoxes:
         layer = self.layer(name)
         rects = [_rectangle(b) for b in boxes]
         if layer is None:
-            colour = _PALETTE[(int(label) - 1) % len(_PALETTE)]
+            colour = label_color(label)  # the organ colour of the canvas and the report
             layer = self.viewer.add_shapes(
                 rects or None, shape_type="rectangle", name=PREFIX + name, edge_color=colour, face_color="transparent",
                 edge_width=1.5, ndim=3, scale=grid_kwargs["scale"], translate=grid_kwargs["translate"],
@@ -75,7 +78,7 @@ class OrganBoxes:
             layer.events.data.connect(self._edited)
         else:
             self._set(layer, rects)
-        layer.metadata.update({"segunc_organ": name, "segunc_label": int(label),
+        layer.metadata.update({ROLE: LayerRole.BOXES.value, "segunc_organ": name, "segunc_label": int(label),
                                "segunc_z_range": tuple(z_range) if z_range else None})  # fmt: skip
         return layer
 

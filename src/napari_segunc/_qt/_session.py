@@ -1,9 +1,10 @@
 """The review session of an image in a viewer: its working annotation layer, undo history and autosave.
 
-The state lives in the "working annotation" labels layer's metadata (``metadata["segunc_review"]``), so every dock
-widget of a viewer finds the same one without any module-level registry: the MedSAM2 widget accepts results into
-it, the Export widget writes it, Undo/Redo anywhere act on its `History`. The layer's data *is* the annotation
-array (napari does not copy numpy arrays); after each change the layer is refreshed and the session autosaved.
+The state lives in the "working annotation" labels layer's metadata (``metadata[roles.REVIEW]``, role
+ANNOTATION), so every dock widget of a viewer finds the same one without any module-level registry: the MedSAM2
+widget accepts results into it, the Export widget writes it, Undo/Redo anywhere act on its `History`. The layer's
+data *is* the annotation array (napari does not copy numpy arrays); after each change the layer is refreshed and
+the session autosaved.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from napari.layers import Image, Labels
 from qtpy.QtWidgets import QMessageBox
 
 from ..errors import InvalidInput
+from ..organs import label_colormap
 from ..review import History, SessionStore, WorkingAnnotation
-from ..volume import Volume, VolumeKind
+from ..roles import GEOMETRY, REVIEW
+from ..volume import Volume
+from ._layers import LayerRole, add_layer, layer_id, volume_of
 
 if TYPE_CHECKING:
     import napari
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 class ReviewState:
     """Everything of one image's review session."""
 
-    image_layer: Image
+    image_id: str  # `_layers.layer_id` of the image (layers are found by id: docks may see proxies of them)
     layer: Labels
     annotation: WorkingAnnotation
     store: SessionStore | None
@@ -49,10 +53,9 @@ class ReviewState:
 
 def image_volume(layer: Image) -> Volume:
     """The canonical volume behind an image layer opened by napari-segunc (a clear error for other layers)."""
-    geometry = layer.metadata.get("segunc_geometry") if layer is not None else None
-    if not geometry:
+    if layer is None or not layer.metadata.get(GEOMETRY):
         raise InvalidInput("Choose an image opened with napari-segunc (Open study, File ▸ Open, or the phantom).")
-    return Volume.from_geometry_dict(layer.data, geometry, kind=VolumeKind.INTENSITY, name=layer.name)
+    return volume_of(layer, require_geometry=True)
 
 
 def annotation_name(image_layer: Image) -> str:
@@ -61,9 +64,10 @@ def annotation_name(image_layer: Image) -> str:
 
 def find_review(viewer: napari.Viewer, image_layer: Image) -> ReviewState | None:
     """The review state of `image_layer` in `viewer`, if one was started."""
+    ident = layer_id(image_layer)
     for layer in viewer.layers:
-        state = layer.metadata.get("segunc_review") if isinstance(layer, Labels) else None
-        if state is not None and state.image_layer is image_layer:
+        state = layer.metadata.get(REVIEW) if isinstance(layer, Labels) else None
+        if state is not None and state.image_id == ident:
             return state
     return None
 
@@ -103,9 +107,10 @@ def review_for(
             log.warning("could not restore the session in %s: %s", store.folder, exc)
     kwargs = grid.napari_kwargs()
     kwargs["name"] = annotation_name(image_layer)
-    layer = viewer.add_labels(annotation.data, **kwargs)
-    state = ReviewState(image_layer, layer, annotation, store, prompts)
-    layer.metadata["segunc_review"] = state
+    kwargs["colormap"] = label_colormap()
+    layer = add_layer(viewer, (annotation.data, kwargs, "labels"), role=LayerRole.ANNOTATION, image=image_layer)
+    state = ReviewState(layer_id(image_layer), layer, annotation, store, prompts)
+    layer.metadata[REVIEW] = state
     annotation.on_change = layer.refresh
     annotation.history.listeners.append(state.autosave)
     return state

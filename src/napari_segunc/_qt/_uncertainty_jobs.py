@@ -1,7 +1,7 @@
 """Worker bodies and small helpers of the "Uncertainty & raters" widget (`uncertainty.py`, `_maps.py`).
 
 The jobs run in napari workers and only call the core (`analyze_raters`, `find_regions`, the layer tuples of
-`uncertainty.layers`); they import no Qt. The helpers below them are the widget's check lists and layer roles.
+`uncertainty.layers`) and import no Qt. The small helpers say how the widget reads layers (roles, volumes, units).
 """
 
 from __future__ import annotations
@@ -9,24 +9,20 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-from napari.layers import Image, Labels, Layer
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLayout, QListWidget, QListWidgetItem, QWidget
+from napari.layers import Layer
 
 from ..io._npe2 import LayerData
+from ..roles import CONTOUR, DERIVED, ROLE, LayerRole
 from ..uncertainty.layers import map_layer, model_vs_raters_layer, rater_layers
 from ..uncertainty.raters import analyze_raters, model_vs_raters
 from ..uncertainty.regions import Region, find_regions, quantile_threshold
-from ..volume import Volume, VolumeKind
-from ._view import COPY_KEY
+from ..volume import Volume
 
 __all__ = ["DERIVED", "MapUnit", "QueueMode", "QueueResult", "RaterResult", "queue_job", "rater_job", "rescale_job"]
 
-#: Metadata key of the layers the widget adds (they are replaced by name when it runs again).
-DERIVED = "segunc_derived"
 #: Maps in nats (``metadata["segunc_map"]``), the ones the unit choice rescales.
 NATS_MAPS = ("entropy", "expected_entropy", "mutual_information", "vote_entropy")
 
@@ -76,10 +72,13 @@ def rater_job(
     if soft_labels:
         for i, value in enumerate(analysis.labels[1:], start=1):
             title = f"soft label {analysis.label_names[value]}"
-            data, kwargs, kind = map_layer(title, analysis.soft_labels[i], grid, n_classes=2, prefix="raters: ")
+            data, kwargs, kind = map_layer(title, analysis.soft_labels[i], grid, n_classes=2, prefix="raters: ",
+                                           visible=False)  # fmt: skip
             kwargs["metadata"]["segunc_unit"] = "probability"
             layers.append((data, kwargs, kind))
-    if segmentation is not None:
+    if segmentation is not None:  # shown instead of the dissensus (it splits the disputed voxels by the model)
+        for _data, kwargs, _kind in layers:
+            kwargs["visible"] = False
         layers.append(model_vs_raters_layer(model_vs_raters(segmentation, analysis), grid))
     for _data, kwargs, _kind in layers:
         kwargs["metadata"][DERIVED] = "raters"
@@ -110,8 +109,9 @@ def queue_job(
         regions = find_regions(volume.data, spacing=volume.spacing, origin=volume.origin, threshold=threshold,
                                segmentation=segmentation, labels=labels, min_voxels=min_voxels)  # fmt: skip
     kwargs = volume.napari_kwargs()
-    kwargs.update(name="review mask", opacity=0.9, colormap={0: "transparent", 1: "yellow", None: "transparent"})
-    kwargs["metadata"].update({DERIVED: "queue", "segunc_contour": 1})
+    # white outlines: unlike the raters' colours, the organ colours and the red/orange/yellow of "model vs raters"
+    kwargs.update(name="review mask", opacity=1.0, colormap=["transparent", "white"])
+    kwargs["metadata"].update({DERIVED: "queue", CONTOUR: 2, ROLE: LayerRole.REVIEW_MASK.value})
     mask = np.greater(volume.data, threshold).view(np.uint8)
     return QueueResult(regions, float(threshold), [(mask, kwargs, "labels")])
 
@@ -122,81 +122,6 @@ def rescale_job(arrays: Sequence[np.ndarray], factors: Sequence[float]) -> list[
 
 
 # ------------------------------------------------------------------------------------ helpers of the widget
-class CheckList(QListWidget):
-    """Names with check boxes; a name keeps its state across refreshes."""
-
-    def set_names(self, names: Sequence[str], default: Callable[[str], bool]) -> None:
-        state = {self.item(i).text(): self.item(i).checkState() for i in range(self.count())}
-        blocked = self.blockSignals(True)
-        self.clear()
-        for name in names:
-            item = QListWidgetItem(name)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(state.get(name, Qt.Checked if default(name) else Qt.Unchecked))
-            self.addItem(item)
-        self.blockSignals(blocked)
-
-    def checked(self) -> list[str]:
-        return [self.item(i).text() for i in range(self.count()) if self.item(i).checkState() == Qt.Checked]
-
-    def set_checked(self, names: Sequence[str]) -> None:
-        for i in range(self.count()):
-            self.item(i).setCheckState(Qt.Checked if self.item(i).text() in names else Qt.Unchecked)
-
-
-def hbox(*widgets: QWidget) -> QHBoxLayout:
-    row = QHBoxLayout()
-    for widget in widgets:
-        row.addWidget(widget)
-    return row
-
-
-def form(*rows: tuple[str, QWidget | QLayout] | QWidget | QLayout) -> QFormLayout:
-    """A form from ``(label, field)`` pairs and full-width rows."""
-    layout = QFormLayout()
-    for row in rows:
-        layout.addRow(*row) if isinstance(row, tuple) else layout.addRow(row)
-    return layout
-
-
-def fill(combo: QComboBox, names: Sequence[str], pick: str | None) -> None:
-    """Replace a combo's items without emitting signals; select `pick` (else the first)."""
-    blocked = combo.blockSignals(True)
-    combo.clear()
-    combo.addItems(list(names))
-    combo.setCurrentIndex(max(combo.findText(pick or ""), 0))
-    combo.blockSignals(blocked)
-
-
-def layers_by_role(layers: Sequence[Layer], role: str) -> list[Layer]:
-    """3D layers by role: "image" (a display window, or integer voxels), "map" (other float images), "labels".
-    The compare view's image copies are left out."""
-    out = []
-    for layer in layers:
-        if layer.ndim != 3 or layer.metadata.get(COPY_KEY):
-            continue
-        if isinstance(layer, Labels):
-            kind = "labels"
-        elif isinstance(layer, Image):
-            windowed = layer.metadata.get("segunc_window") is not None
-            kind = "image" if windowed or np.dtype(layer.dtype).kind != "f" else "map"
-        else:
-            continue
-        if kind == role:
-            out.append(layer)
-    return out
-
-
-def layer_volume(layer: Layer) -> Volume:
-    """The layer as a Volume: its ``segunc_geometry``, else its scale/translate (mm) with an identity direction."""
-    kind = VolumeKind.LABELS if isinstance(layer, Labels) else VolumeKind.FLOAT_MAP
-    geometry = layer.metadata.get("segunc_geometry")
-    if geometry:
-        return Volume.from_geometry_dict(np.asarray(layer.data), geometry, kind=kind, name=layer.name)
-    return Volume(np.asarray(layer.data), spacing=tuple(layer.scale), origin=tuple(layer.translate), kind=kind,
-                  name=layer.name)  # fmt: skip
-
-
 def is_nats_map(layer: Layer) -> bool:
     """An entropy-type map: by ``metadata["segunc_map"]``, else by name ("entropy", "mutual information")."""
     kind = layer.metadata.get("segunc_map")

@@ -26,6 +26,8 @@ import numpy as np
 from napari.layers import Image, Layer
 
 from ..errors import InvalidInput
+from ..roles import GEOMETRY, ID, ROLE
+from ._layers import LayerRole, add_layer, has_layer, layer_id, same_layer
 
 if TYPE_CHECKING:
     import napari
@@ -97,11 +99,19 @@ def focus_region(
 
 @dataclasses.dataclass
 class _Saved:
-    order: list[Layer]
-    visible: dict[int, bool]
+    order: list[str]  # layer ids, bottom to top
+    visible: dict[str, bool]  # by layer id
     grid: dict[str, Any]
     center: tuple[float, ...]
     zoom: float
+
+
+def _move_to_bottom(viewer: napari.Viewer, ids: Sequence[str]) -> None:
+    """Move the layers with these ids (those still there) to the bottom of the list, in this order."""
+    index = {layer_id(layer): i for i, layer in enumerate(viewer.layers)}
+    present = [index[i] for i in ids if i in index]
+    if present:
+        viewer.layers.move_multiple(present, 0)
 
 
 class CompareView:
@@ -125,31 +135,31 @@ class CompareView:
     def enter(self, image: Image, layers: Sequence[Layer]) -> int:
         """Show each of `layers` in its own grid cell over the image; every other layer is hidden. Returns the
         number of cells. Calling it again first leaves the current comparison."""
-        layers = [layer for layer in layers if layer is not image]
+        layers = [layer for layer in layers if not same_layer(layer, image)]
         if not layers:
             raise InvalidInput("Choose at least one layer to compare (raters, ensemble groups, consensus…).")
         if self.active:
             self.leave()
         viewer, grid, camera = self.viewer, grid_of(self.viewer), camera_of(self.viewer)
         self._saved = _Saved(
-            order=list(viewer.layers),
-            visible={id(layer): layer.visible for layer in viewer.layers},
+            order=[layer_id(layer) for layer in viewer.layers],
+            visible={layer_id(layer): layer.visible for layer in viewer.layers},
             grid={"stride": grid.stride, "shape": tuple(grid.shape), "enabled": grid.enabled},
             center=tuple(camera.center),
             zoom=float(camera.zoom),
         )
         data, state, layer_type = image.as_layer_data_tuple()
-        metadata = {k: v for k, v in state.get("metadata", {}).items() if k != "segunc_geometry"}
+        metadata = {k: v for k, v in state.get("metadata", {}).items() if k not in (GEOMETRY, ID, ROLE)}
         self.copies = []
         for i in range(1, len(layers)):  # the image itself is the first cell's background
             kwargs = {**state, "name": f"{image.name} (compare {i + 1})", "metadata": {**metadata, COPY_KEY: True}}
-            self.copies.append(viewer.add_layer(Layer.create(data, kwargs, layer_type)))
+            copy = add_layer(viewer, (data, kwargs, layer_type), role=LayerRole.COMPARE_COPY, image=image)
+            self.copies.append(copy)
         self.layers = list(layers)
-        pairs = [x for pair in zip([image, *self.copies], layers, strict=True) for x in pair]
-        in_pairs = {id(x) for x in pairs}
+        pairs = [layer_id(x) for pair in zip([image, *self.copies], layers, strict=True) for x in pair]
         for layer in viewer.layers:
-            layer.visible = id(layer) in in_pairs
-        viewer.layers.move_multiple([viewer.layers.index(x) for x in pairs], 0)
+            layer.visible = layer_id(layer) in pairs
+        _move_to_bottom(viewer, pairs)
         grid.stride, grid.shape, grid.enabled = 2, self._shape(image, len(layers)), True
         viewer.reset_view()
         log.info("compare view: %s", ", ".join(layer.name for layer in layers))
@@ -173,14 +183,12 @@ class CompareView:
         grid.enabled = saved.grid["enabled"]
         grid.stride, grid.shape = saved.grid["stride"], saved.grid["shape"]
         for copy in self.copies:
-            if copy in viewer.layers:
-                viewer.layers.remove(copy)
+            if has_layer(viewer.layers, copy):
+                viewer.layers.remove(copy.name)
         self.copies, self.layers = [], []
-        present = [layer for layer in saved.order if layer in viewer.layers]
-        if present:
-            viewer.layers.move_multiple([viewer.layers.index(x) for x in present], 0)
-        for layer in present:
-            layer.visible = saved.visible.get(id(layer), layer.visible)
+        _move_to_bottom(viewer, saved.order)
+        for layer in viewer.layers:
+            layer.visible = saved.visible.get(layer_id(layer), layer.visible)
         camera = camera_of(viewer)
         camera.center, camera.zoom = saved.center, saved.zoom
 

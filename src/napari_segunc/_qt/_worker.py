@@ -142,8 +142,8 @@ def release_old_objects_to_gc() -> None:
 def add_layers_one_per_turn(viewer: Any, layers: Iterable[tuple], then: Callable[[], None] | None = None) -> None:
     """Add `layers` (napari ``(data, kwargs, layer_type)`` tuples) to `viewer` one per turn of the event loop, then
     call `then`. napari builds each layer's canvas visual (shaders, textures) on the GUI thread, 0.1-0.2 s a layer
-    with software OpenGL, so a dozen layers at once would freeze the window. A ``segunc_contour`` in a layer's
-    metadata becomes its contour width (napari's ``add_labels`` takes no ``contour``)."""
+    with software OpenGL, so a dozen layers at once would freeze the window. Each gets its id and contour
+    (`_layers.add_layer`)."""
     pending = list(layers)
 
     def add_next() -> None:
@@ -151,11 +151,9 @@ def add_layers_one_per_turn(viewer: Any, layers: Iterable[tuple], then: Callable
             if then is not None:
                 then()
             return
-        data, kwargs, layer_type = pending.pop(0)
-        layer = getattr(viewer, f"add_{layer_type}")(data, **kwargs)
-        contour = kwargs.get("metadata", {}).get("segunc_contour")
-        if contour:
-            layer.contour = contour
+        from ._layers import add_layer
+
+        add_layer(viewer, pending.pop(0))
         QTimer.singleShot(0, add_next)
 
     QTimer.singleShot(0, add_next)

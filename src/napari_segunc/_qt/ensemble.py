@@ -17,7 +17,6 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -35,7 +34,10 @@ from qtpy.QtWidgets import (
 from ..errors import InvalidInput
 from ..io._npe2 import LayerData
 from ..progress import Progress
-from ..volume import Volume, VolumeKind
+from ..roles import GEOMETRY
+from ..volume import Volume
+from ._layers import LayerRole, layers_with_role, volume_of
+from ._widgets import layer_combo
 from ._worker import add_layers_one_per_turn, import_in_gui_thread, start_worker, status_label, warm_up_in_background
 
 if TYPE_CHECKING:
@@ -153,8 +155,8 @@ class EnsembleWidget(QWidget):
         import_in_gui_thread(*NATIVE_MODULES)
         self.warm_up = warm_up_in_background("napari_segunc.uncertainty.ensemble:warm_up")
 
-        self.image_combo = QComboBox()
-        self.source_combo = QComboBox()
+        self.image_combo = layer_combo()
+        self.source_combo = layer_combo()
         for key, text in _SOURCES.items():
             self.source_combo.addItem(text, key)
         self.path_edit = QLineEdit()
@@ -232,8 +234,8 @@ class EnsembleWidget(QWidget):
         current = self.image_combo.currentText()
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
-        for layer in self.viewer.layers:
-            if isinstance(layer, Image) and layer.metadata.get("segunc_geometry") and layer.ndim == 3:
+        for layer in layers_with_role(self.viewer.layers, LayerRole.IMAGE):  # not the maps, nor compare copies
+            if layer.metadata.get(GEOMETRY):
                 self.image_combo.addItem(layer.name)
         index = self.image_combo.findText(current)
         self.image_combo.setCurrentIndex(max(index, 0))
@@ -244,8 +246,7 @@ class EnsembleWidget(QWidget):
         layer = self.viewer.layers[name] if name in self.viewer.layers else None
         if layer is None:
             raise InvalidInput("Open an image first (Open study, File ▸ Open with napari-segunc, or the phantom).")
-        geometry = layer.metadata["segunc_geometry"]
-        return Volume.from_geometry_dict(layer.data, geometry, kind=VolumeKind.INTENSITY, name=layer.name)
+        return volume_of(layer, require_geometry=True)
 
     def _browse(self) -> None:
         if self.source == FOLDERS:

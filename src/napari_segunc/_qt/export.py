@@ -29,7 +29,6 @@ from napari.layers import Image, Labels
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -46,7 +45,9 @@ from ..progress import Progress
 from ..report.case import CaseExport, describe, plan_case_files, write_case_files
 from ..settings import get_setting, set_setting
 from ..volume import Volume, VolumeKind, check_same_grid
+from ._layers import has_layer, same_layer
 from ._session import find_review, image_volume
+from ._widgets import layer_combo
 from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class ExportWidget(QWidget):
         self._notes: list[str] = []
         self._target: Path | None = None
 
-        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.image_combo, self.labels_combo = layer_combo(), layer_combo()
         self.folder_edit = QLineEdit(get_setting(FOLDER_SETTING, "") or "")
         self.folder_edit.setPlaceholderText("choose the output folder")
         self.browse_button = QPushButton("Browse…")
@@ -206,13 +207,14 @@ class ExportWidget(QWidget):
             self.maps_check.setText("uncertainty maps")
             return
         state = find_review(self.viewer, image_layer)
-        if state is not None and state.layer in self.viewer.layers:
-            self.labels_combo.addItem(f"{state.layer.name} (working annotation)", state.layer.name)
+        annotation = state.layer if state is not None and has_layer(self.viewer.layers, state.layer) else None
+        if annotation is not None:
+            self.labels_combo.addItem(f"{annotation.name} (working annotation)", annotation.name)
         else:
             self.labels_combo.addItem("(none: choose a labels layer)", "")
-        for layer in self.viewer.layers:
-            plain = isinstance(layer, Labels) and "segunc_review" not in layer.metadata  # not an annotation
-            if plain and _on_grid(layer, image, VolumeKind.LABELS):
+        for layer in self.viewer.layers:  # every other labels layer on the grid, other annotations included
+            if isinstance(layer, Labels) and not same_layer(layer, annotation) \
+                    and _on_grid(layer, image, VolumeKind.LABELS):  # fmt: skip
                 self.labels_combo.addItem(layer.name, layer.name)
         if keep:
             self.labels_combo.setCurrentIndex(max(self.labels_combo.findData(keep), 0))

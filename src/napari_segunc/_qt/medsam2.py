@@ -12,11 +12,12 @@ the annotation and the boxes are autosaved. The checkpoint path is remembered.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image, Shapes
 from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
@@ -35,11 +36,15 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import InvalidInput
+from ..inference.medsam2 import CHECKPOINT_ENV
 from ..progress import Progress
+from ..roles import GEOMETRY
 from ..settings import get_setting, set_setting
+from ._layers import LayerRole, add_layer, layers_with_role, same_layer
 from ._medsam2_job import medsam2_job
 from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
+from ._widgets import layer_combo
 from ._worker import import_in_gui_thread, start_worker, status_label
 
 if TYPE_CHECKING:
@@ -78,7 +83,9 @@ class MedSAM2Widget(QWidget):
         self.edits = BoxEdits(self.boxes, self.review, self.prompts, self._grid_kwargs, lambda: self._refresh_table())
         import_in_gui_thread(*NATIVE_MODULES)
 
-        self.image_combo, self.mask_combo = QComboBox(), QComboBox()
+        self.image_combo, self.mask_combo = layer_combo(), layer_combo()
+        self._mask_picked = False
+        self.mask_combo.activated.connect(lambda _i: setattr(self, "_mask_picked", True))
         self.checkpoint_edit = QLineEdit(get_setting("medsam2_checkpoint", "") or "")
         self.checkpoint_edit.setPlaceholderText("MedSAM2_latest.pt (or $SEGUNC_MEDSAM2_CHECKPOINT)")
         self.browse_button = QPushButton("Browse…")
@@ -115,13 +122,14 @@ class MedSAM2Widget(QWidget):
         form.addRow("Checkpoint:", row)
         form.addRow("Model:", self.config_combo)
         form.addRow("Device:", self.device_combo)
+        form.addRow("Strategy:", self.strategy_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.organ_table)
         for widgets in ((self.organ_name, self.organ_label, self.add_button),
                         (self.zmin_button, self.zmax_button, self.draw_button),
-                        (QLabel("mask:"), self.mask_combo, self.from_mask_button, self.atlas_button),
-                        (QLabel("strategy:"), self.strategy_combo),
+                        (QLabel("mask:"), self.mask_combo),
+                        (self.from_mask_button, self.atlas_button),
                         (self.run_all_button, self.run_button, self.cancel_button),
                         (self.accept_button, self.undo_button, self.redo_button)):  # fmt: skip
             row = QHBoxLayout()
@@ -161,14 +169,18 @@ class MedSAM2Widget(QWidget):
         return self._worker is not None
 
     def _refresh_layers(self, _event: Any = None) -> None:
-        for combo, kind in ((self.image_combo, Image), (self.mask_combo, Labels)):
-            current = combo.currentText()
+        layers = self.viewer.layers
+        images = [x.name for x in layers_with_role(layers, LayerRole.IMAGE) if x.metadata.get(GEOMETRY)]
+        # masks to take boxes from: a model's segmentation first (the ensemble's before MedSAM2's own), then raters
+        roles = (LayerRole.SEGMENTATION, LayerRole.RATER, LayerRole.LABELS, LayerRole.RATER_ANALYSIS)
+        masks = [x.name for role in roles for x in layers_with_role(layers, role) if x.metadata.get(GEOMETRY)]
+        masks.sort(key=lambda n: n.startswith("medsam2"))
+        for combo, names in ((self.image_combo, images), (self.mask_combo, masks)):
+            # the mask follows the newest model output until the user picks one
+            current = combo.currentText() if combo is self.image_combo or self._mask_picked else ""
             combo.blockSignals(True)
             combo.clear()
-            for layer in self.viewer.layers:
-                if isinstance(layer, kind) and layer.metadata.get("segunc_geometry") and layer.ndim == 3:
-                    if "segunc_review" not in layer.metadata:
-                        combo.addItem(layer.name)
+            combo.addItems(names)
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
         self._refresh_table()
@@ -195,8 +207,9 @@ class MedSAM2Widget(QWidget):
         if rows:
             return layers[rows[0].row()]
         active = self.viewer.layers.selection.active
-        if isinstance(active, Shapes) and active in layers:
-            return active
+        match = next((la for la in layers if same_layer(la, active)), None) if isinstance(active, Shapes) else None
+        if match is not None:
+            return match
         if len(layers) == 1:
             return layers[0]
         raise InvalidInput("Select an organ in the table first.")
@@ -324,6 +337,12 @@ class MedSAM2Widget(QWidget):
             self._error(str(exc))
             return
         checkpoint = self.checkpoint_edit.text().strip() or None
+        if checkpoint is None and not os.environ.get(CHECKPOINT_ENV):
+            self._error(
+                "Choose the MedSAM2 checkpoint first: press Browse… next to the checkpoint box and pick the .pt "
+                "file (e.g. MedSAM2_latest.pt from the MedSAM2 authors; nothing is downloaded)."
+            )
+            return
         if checkpoint:
             set_setting("medsam2_checkpoint", checkpoint)
         self._cancel.clear()
@@ -368,7 +387,7 @@ class MedSAM2Widget(QWidget):
             if kwargs["name"] in self.viewer.layers:  # a rerun: new data in the same layers (no new canvas visuals)
                 self.viewer.layers[kwargs["name"]].data = data
             else:
-                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+                add_layer(self.viewer, (data, kwargs, kind), image=self.image_layer())
         propagated = [o for p in self.result.passes for o in p.recomputed]
         self.status.setText(
             f"MedSAM2 done ({self.result.strategy.value}): propagated "

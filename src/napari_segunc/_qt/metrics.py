@@ -45,8 +45,11 @@ from ..metrics.plots import draw_reliability, draw_risk_coverage
 from ..metrics.prediction import PredictionEvaluation, evaluate_prediction
 from ..metrics.suite import COLUMNS, Mode
 from ..phantom import LABELS as PHANTOM_LABELS
-from ..volume import Volume, VolumeKind, check_same_grid
+from ..roles import PROBABILITIES
+from ..volume import check_same_grid
+from ._layers import LayerRole, layers_with_role, role_of, volume_of
 from ._metrics_table import MetricsTable
+from ._widgets import layer_combo
 from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
@@ -58,21 +61,6 @@ log = logging.getLogger(__name__)
 
 NONE, METADATA, LAYER = "none", "metadata", "layer"  # kinds of probabilities source
 _MODES = {Mode.NATIVE: "native (docs/metrics.md)", Mode.CURVAS: "CURVAS 2024 (official evaluation)"}
-
-
-def _volume(layer: Any, data: Any = None) -> Volume:
-    """The layer's grid: its segunc geometry, else its scale/translate (mm) with an identity direction."""
-    data = np.asarray(layer.data if data is None else data)
-    kind = VolumeKind.LABELS if isinstance(layer, Labels) else VolumeKind.INTENSITY
-    geometry = layer.metadata.get("segunc_geometry")
-    if geometry:
-        return Volume.from_geometry_dict(data, geometry, kind=kind, name=layer.name)
-    return Volume(data, spacing=tuple(layer.scale[-3:]), origin=tuple(layer.translate[-3:]), kind=kind, name=layer.name)
-
-
-def _is_rater_name(name: str) -> bool:
-    low = name.lower()
-    return low.startswith("rater") and not low.startswith("raters")
 
 
 def _message(fig: Figure, text: str) -> None:
@@ -91,9 +79,9 @@ class MetricsWidget(QWidget):
         self._returned = False
         self._checked: dict[str, bool] = {}  # rater ticks by layer name, kept across refreshes
 
-        self.prediction_combo = QComboBox()
-        self.probabilities_combo = QComboBox()
-        self.image_combo = QComboBox()
+        self.prediction_combo = layer_combo()
+        self.probabilities_combo = layer_combo()
+        self.image_combo = layer_combo()
         self.raters_list = QListWidget()
         self.raters_list.setMaximumHeight(110)
         self.labels_edit = QLineEdit()
@@ -139,6 +127,8 @@ class MetricsWidget(QWidget):
         self.copy_button.clicked.connect(lambda: self.copy_table())
         self.export_button.clicked.connect(lambda: self.export_csv())
         self.prediction_combo.currentIndexChanged.connect(self._prediction_changed)
+        self._prediction_picked = False  # until the user picks one, the prediction follows the newest model output
+        self.prediction_combo.activated.connect(lambda _i: setattr(self, "_prediction_picked", True))
         self.raters_list.itemChanged.connect(self._rater_ticked)
         self.viewer.layers.events.inserted.connect(self._refresh)
         self.viewer.layers.events.removed.connect(self._refresh)
@@ -192,9 +182,11 @@ class MetricsWidget(QWidget):
     def _refresh(self, _event: Any = None) -> None:
         labels = self._layers(Labels, 3)
         names = [layer.name for layer in labels]
-        preferred = [n for n in names if "segunc_probabilities" in self.viewer.layers[n].metadata]
-        preferred += [n for n in names if "segmentation" in n.lower()] + [n for n in names if not _is_rater_name(n)]
-        current = self.prediction_combo.currentText()
+        roles = {layer.name: role_of(layer) for layer in labels}
+        models = [n for n in names if roles[n] is LayerRole.SEGMENTATION]  # the ensemble's or MedSAM2's output
+        preferred = [n for n in models if PROBABILITIES in self.viewer.layers[n].metadata] + models
+        preferred += [n for n in names if roles[n] not in (LayerRole.RATER, LayerRole.RATER_ANALYSIS)]
+        current = self.prediction_combo.currentText() if self._prediction_picked else ""
         self._fill(self.prediction_combo, [(n, n) for n in names], current if current in names else
                    (preferred or names or [""])[0])  # fmt: skip
         sources = [("none (segmentation only)", NONE)]
@@ -202,7 +194,7 @@ class MetricsWidget(QWidget):
                     if "segunc_probabilities" in self.viewer.layers[n].metadata]  # fmt: skip
         sources += [(layer.name, f"{LAYER}:{layer.name}") for layer in self._layers(Image, 4)]
         self._fill(self.probabilities_combo, sources, self.probabilities_combo.currentData())
-        images = [layer for layer in self._layers(Image, 3) if "segunc_map" not in layer.metadata]
+        images = layers_with_role(self.viewer.layers, LayerRole.IMAGE)
         with_grid = [layer.name for layer in images if layer.metadata.get("segunc_geometry")]
         chosen = self.image_combo.currentData() or self.image_combo.count() > 1  # "(none)" picked on purpose
         self._fill(self.image_combo, [("(none)", ""), *((layer.name, layer.name) for layer in images)],
@@ -233,7 +225,7 @@ class MetricsWidget(QWidget):
                 continue
             item = QListWidgetItem(layer.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            ticked = self._checked.get(layer.name, _is_rater_name(layer.name))
+            ticked = self._checked.get(layer.name, role_of(layer) is LayerRole.RATER)
             item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             self.raters_list.addItem(item)
         self.raters_list.blockSignals(False)
@@ -266,12 +258,12 @@ class MetricsWidget(QWidget):
         if name not in self.viewer.layers:
             raise InvalidInput("Choose the prediction: a labels layer (e.g. the Ensemble's segmentation).")
         prediction = self.viewer.layers[name]
-        grid = _volume(prediction)
+        grid = volume_of(prediction)
         raters = [self.viewer.layers[n] for n in self.rater_names() if n in self.viewer.layers]
         if not raters:
             raise InvalidInput("Tick at least one rater layer: the metrics compare the prediction with raters.")
         for layer in raters:
-            check_same_grid(grid, _volume(layer))
+            check_same_grid(grid, volume_of(layer))
         kind, source = self.probabilities_source
         probabilities = None
         if kind != NONE:
@@ -280,11 +272,11 @@ class MetricsWidget(QWidget):
             if probabilities.ndim != 4:
                 raise InvalidInput(f"'{source}' holds a {probabilities.ndim}D array; class probabilities are "
                                    "(C, z, y, x).")  # fmt: skip
-            check_same_grid(grid, _volume(layer, probabilities[0]))
+            check_same_grid(grid, volume_of(layer, data=probabilities[0]))
         image = None
         if self.image_combo.currentData():
             image_layer = self.viewer.layers[self.image_combo.currentData()]
-            check_same_grid(grid, _volume(image_layer))
+            check_same_grid(grid, volume_of(image_layer))
             image = np.asarray(image_layer.data)
         return dict(
             segmentation=np.asarray(prediction.data), raters=[np.asarray(r.data) for r in raters],

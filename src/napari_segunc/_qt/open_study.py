@@ -32,12 +32,14 @@ from qtpy.QtWidgets import (
 
 from ..display import WindowPreset, contrast_limits, default_preset
 from ..io import DicomSeries
-from ..io._npe2 import LayerData
+from ..io._npe2 import LayerData, as_rater
 from ..progress import Progress
 from ..review import SessionStore
 from ..volume import Volume, VolumeKind
 from . import _study_jobs as jobs
+from ._layers import LayerRole, add_layer, has_layer, layers_with_role
 from ._session import _ask_restore, image_volume, review_for
+from ._widgets import layer_combo
 from ._worker import start_worker, status_label
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ class OpenStudyWidget(QWidget):
         self.open_button = QPushButton("Open")
         self.file_button = QPushButton("Image file…")
         self.folder_button = QPushButton("DICOM folder…")
-        self.series_combo = QComboBox()
+        self.series_combo = layer_combo()
         self.series_label = QLabel("Series:")
         self.raters_button = QPushButton("Add rater label maps…")
         self.rater_folder_button = QPushButton("Add rater folder…")
@@ -272,7 +274,7 @@ class OpenStudyWidget(QWidget):
 
     # -------------------------------------------------------------------------------- worker plumbing
     def _have_image(self, what: str) -> bool:
-        if self.image_layer is None or self.image_layer not in self.viewer.layers:
+        if not has_layer(self.viewer.layers, self.image_layer):
             self.image_volume = None  # the image was closed: use whichever image layer is there now
             self.use_image_layer()
         if self.image_volume is None:
@@ -322,7 +324,8 @@ class OpenStudyWidget(QWidget):
         if result.error:
             self._error(result.error)
             return
-        layer = self._add_layer(result.layer)
+        n_raters = len(layers_with_role(self.viewer.layers, LayerRole.RATER))
+        layer = self._add_layer(as_rater(result.layer, n_raters))  # a rater whatever its file name, in its colour
         self.status.setText(f"Added rater map '{layer.name}'.")
 
     def _phantom_loaded(self, result: jobs.StudyResult) -> None:
@@ -370,15 +373,14 @@ class OpenStudyWidget(QWidget):
         self.viewer.reset_view()
 
     def _add_layer(self, layer_data: LayerData):
-        data, kwargs, layer_type = layer_data
-        return getattr(self.viewer, f"add_{layer_type}")(data, **kwargs)
+        return add_layer(self.viewer, layer_data)
 
     # -------------------------------------------------------------------------------- helpers
     def _preset_changed(self, _index: int) -> None:
         self.apply_preset(self.preset)
 
     def _target_image_layer(self) -> Image | None:
-        if self.image_layer is not None and self.image_layer in self.viewer.layers:
+        if has_layer(self.viewer.layers, self.image_layer):
             return self.image_layer
         active = self.viewer.layers.selection.active
         if isinstance(active, Image):

@@ -46,23 +46,19 @@ from ..errors import GeometryMismatch, InvalidInput, SegUncError
 from ..io._npe2 import LayerData
 from ..uncertainty.regions import Region
 from ..volume import Volume, check_same_grid
+from ._layers import LABEL_ROLES, LayerRole, has_layer, layer_id, layers_with_role, role_of, same_layer, volume_of
 from ._maps import MapsBox
 from ._uncertainty_jobs import (
     DERIVED,
-    CheckList,
     MapUnit,
     QueueMode,
     QueueResult,
     RaterResult,
-    fill,
-    form,
-    hbox,
-    layer_volume,
-    layers_by_role,
     queue_job,
     rater_job,
 )
 from ._view import BoundKeys, CompareView, focus_region
+from ._widgets import CheckList, fill, form, hbox, layer_combo
 from ._worker import add_layers_one_per_turn, start_worker, status_label
 
 if TYPE_CHECKING:
@@ -93,12 +89,13 @@ class UncertaintyWidget(QWidget):
         self._worker: Any = None
         self._adding = False  # layers of a result still going in (one per event-loop turn)
         self._queue_layer: Layer | None = None  # the map the table's regions were found on
+        self._queue_image = ""  # id of the image they belong to
         self._seg_picked = False  # the user chose a segmentation: keep it
 
-        self.image_combo = QComboBox()
+        self.image_combo = layer_combo()
         self.maps = MapsBox(self)
         self.rater_list = CheckList()
-        self.seg_combo = QComboBox()
+        self.seg_combo = layer_combo()
         self.staple_check = QCheckBox("STAPLE")
         self.staple_check.setChecked(True)
         self.soft_check = QCheckBox("soft labels per structure")
@@ -133,6 +130,7 @@ class UncertaintyWidget(QWidget):
         self._layout()
 
         self.seg_combo.activated.connect(self._seg_chosen)
+        self.image_combo.currentIndexChanged.connect(lambda _i: self._forget_stale_queue())
         self.raters_button.clicked.connect(lambda: self.analyse_raters())
         self.find_button.clicked.connect(lambda: self.find_regions())
         self.table.currentCellChanged.connect(lambda row, *_: self.jump_to(row) if row >= 0 else None)
@@ -200,31 +198,34 @@ class UncertaintyWidget(QWidget):
         self.maps.sync()
 
     def _refresh(self, event: Any = None) -> None:
-        if getattr(event, "value", None) in self.compare.copies:
+        value = getattr(event, "value", None)
+        if value is not None and role_of(value) is LayerRole.COMPARE_COPY:
             return
-        labels = [x.name for x in layers_by_role(self.viewer.layers, "labels")]
-        maps = [x.name for x in layers_by_role(self.viewer.layers, "map")]
-        fill(self.image_combo, [x.name for x in layers_by_role(self.viewer.layers, "image")],
+        labels = [x.name for x in layers_with_role(self.viewer.layers, *LABEL_ROLES)]
+        maps = [x.name for x in layers_with_role(self.viewer.layers, LayerRole.MAP)]
+        fill(self.image_combo, [x.name for x in layers_with_role(self.viewer.layers, LayerRole.IMAGE)],
              self.image_combo.currentText())  # fmt: skip
         seg = self.seg_combo.currentText()
         if not self._seg_picked or (seg != NONE and seg not in labels):
-            auto = [n for n in labels if "segmentation" in n] + [n for n in labels if n == "raters: majority vote"]
+            roles = {x.name: role_of(x) for x in self.viewer.layers}
+            auto = [n for n in labels if roles.get(n) is LayerRole.SEGMENTATION]  # the ensemble's output first
+            auto += [n for n in labels if n == "raters: majority vote"]
             seg = (auto + [NONE])[0]
         fill(self.seg_combo, [NONE, *labels], seg)
-        raters = {x.name for x in layers_by_role(self.viewer.layers, "labels")
-                  if "rater" in x.name.lower() and not x.metadata.get(DERIVED)}  # fmt: skip
+        raters = {x.name for x in layers_with_role(self.viewer.layers, LayerRole.RATER)}  # loaded as raters
         self.rater_list.set_names(labels, lambda n: n in raters)
         self.compare_list.set_names(labels + maps, lambda n: n in raters)
         self.maps.refresh()
+        self._forget_stale_queue()
 
     def _grid(self) -> Volume:
         image = self.image_layer
         if image is None:
             raise InvalidInput("Open an image first (Open study, or the phantom): layers are checked against its grid.")
-        return layer_volume(image)
+        return volume_of(image)
 
     def _checked(self, layer: Layer, grid: Volume) -> Volume:
-        volume = layer_volume(layer)
+        volume = volume_of(layer)
         try:
             check_same_grid(grid, volume)
         except GeometryMismatch as exc:
@@ -242,7 +243,7 @@ class UncertaintyWidget(QWidget):
             layers = [self.viewer.layers[n] for n in (self.rater_list.checked() if names is None else names)]
             raters = [self._checked(layer, grid) for layer in layers]
             seg = self.segmentation_layer
-            model = seg is not None and seg not in layers and not seg.metadata.get(DERIVED)
+            model = seg is not None and not any(same_layer(seg, x) for x in layers) and not seg.metadata.get(DERIVED)
             segmentation = self._checked(seg, grid) if model else None
         except (SegUncError, KeyError) as exc:
             self._error(str(exc))
@@ -279,8 +280,22 @@ class UncertaintyWidget(QWidget):
                     segmentation=segmentation, labels=labels, what=f"Finding regions of '{layer.name}'",
                     on_returned=lambda result: self._queue_done(layer, result))  # fmt: skip
 
+    def _forget_stale_queue(self) -> None:
+        """Empty the queue when its image is no longer the chosen one or its map was closed (its regions would send
+        the view to another image's places)."""
+        if not self.regions:
+            return
+        image = self.image_layer
+        if image is not None and layer_id(image) == self._queue_image and has_layer(self.viewer.layers,
+                                                                                     self._queue_layer):  # fmt: skip
+            return
+        self.regions, self._queue_layer, self._queue_image = [], None, ""
+        self.table.setRowCount(0)
+        self.status.setText("The review queue belonged to another image (or its map was closed): press Find regions.")
+
     def _queue_done(self, layer: Layer, result: QueueResult) -> None:
         self.regions, self._queue_layer = result.regions, layer
+        self._queue_image = layer_id(self.image_layer) if self.image_layer is not None else ""
         self.table.blockSignals(True)
         self.table.clearSelection()
         self.table.setRowCount(len(self.regions))
@@ -308,7 +323,7 @@ class UncertaintyWidget(QWidget):
         self.table.setCurrentCell(row, 0)
         self.table.selectRow(row)
         self.table.blockSignals(False)
-        layer = self._queue_layer if self._queue_layer in self.viewer.layers else self.image_layer
+        layer = self._queue_layer if has_layer(self.viewer.layers, self._queue_layer) else self.image_layer
         r = self.regions[row]
         if layer is not None:
             focus_region(self.viewer, layer, r)

@@ -16,7 +16,9 @@ with SimpleITK), and the probabilities come back on our canonical grid.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import itertools
 import json
 import logging
@@ -212,16 +214,36 @@ def load_member(
             f"another model's checkpoint): {' '.join(first)}"
         ) from None
     mirror_axes = ckpt.get("inference_allowed_mirroring_axes") or None  # () would break nnU-Net's predictor
-    predictor = nnUNetPredictor(
-        tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring and mirror_axes is not None,
-        perform_everything_on_device=perform_everything_on_device and torch.device(device or "cpu").type != "cpu",
-        device=torch.device(device or "cpu"), verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-    )  # fmt: skip
+    torch_device = torch.device(device or "cpu")
+    on_cuda = torch_device.type == "cuda"  # nnU-Net keeps the sliding window's results on the device on CUDA only
+    # nnU-Net 2.8 prints "perform_everything_on_device=True is only supported for cuda devices!" for every predictor
+    # it builds on another device, whatever the flag: caught here, said once (debug log)
+    with contextlib.redirect_stdout(io.StringIO()) as said:
+        predictor = nnUNetPredictor(
+            tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring and mirror_axes is not None,
+            perform_everything_on_device=perform_everything_on_device and on_cuda, device=torch_device,
+            verbose=False, verbose_preprocessing=False, allow_tqdm=False,
+        )  # fmt: skip
+    _say_once(said.getvalue())
     predictor.manual_initialization(
         network, plans_manager, configuration_manager, [ckpt["network_weights"]], dataset_json, trainer_name,
         mirror_axes,
     )  # fmt: skip
     return predictor
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(upstream: str) -> None:
+    """Log what nnU-Net printed while building a predictor, once per distinct message (debug: nothing to act on)."""
+    for line in filter(None, (ln.strip() for ln in upstream.splitlines())):
+        if line not in _SAID:
+            _SAID.add(line)
+            if "perform_everything_on_device" in line:
+                log.debug("nnU-Net keeps sliding-window results in RAM on a non-CUDA device (it said: %s)", line)
+            else:
+                log.info("nnU-Net: %s", line)
 
 
 # ---------------------------------------------------------------------------------------------------- running

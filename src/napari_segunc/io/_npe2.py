@@ -21,11 +21,22 @@ import numpy as np
 
 from ..display import WindowPreset, contrast_limits, default_preset
 from ..errors import GeometryMismatch, InvalidInput
+from ..roles import CONTOUR, ROLE, LayerRole
 from ..volume import Volume, VolumeKind
 from .readers import detect_format, list_dicom_series, read_volume
 from .writers import write_volume
 
-__all__ = ["get_reader", "phantom_layers", "phantom_sample", "read_layers", "volume_layer_data", "write_labels"]
+__all__ = [
+    "READER_PATTERNS",
+    "activate",
+    "get_reader",
+    "phantom_layers",
+    "phantom_sample",
+    "prefer_segunc_reader",
+    "read_layers",
+    "volume_layer_data",
+    "write_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +45,9 @@ PathOrPaths = str | os.PathLike | Sequence[str | os.PathLike]
 
 
 # ---------------------------------------------------------------------------------------------------- layer data
-def volume_layer_data(volume: Volume, *, preset: WindowPreset | None = None) -> LayerData:
+def volume_layer_data(
+    volume: Volume, *, preset: WindowPreset | None = None, role: LayerRole | None = None
+) -> LayerData:
     """napari ``LayerData`` tuple for a volume: an image layer, or a labels layer for label maps.
 
     Parameters
@@ -45,6 +58,9 @@ def volume_layer_data(volume: Volume, *, preset: WindowPreset | None = None) -> 
     preset : WindowPreset, optional
         Display window of an image layer; `default_preset` (abdomen for CT, percentile otherwise) when omitted.
         Only the contrast limits depend on it, never the voxel values.
+    role : LayerRole, optional
+        The layer's role (``metadata[roles.ROLE]``); by default IMAGE for an intensity volume, LABELS for a label
+        map, MAP for a float map. Raters are loaded with ``role=LayerRole.RATER`` and drawn as outlines.
 
     Returns
     -------
@@ -52,6 +68,8 @@ def volume_layer_data(volume: Volume, *, preset: WindowPreset | None = None) -> 
         ``layer_type`` is ``"labels"`` for `VolumeKind.LABELS`, ``"image"`` otherwise (gray colormap).
     """
     kwargs = volume.napari_kwargs()
+    defaults = {VolumeKind.LABELS: LayerRole.LABELS, VolumeKind.INTENSITY: LayerRole.IMAGE}
+    kwargs["metadata"][ROLE] = LayerRole(role or defaults.get(volume.kind, LayerRole.MAP)).value
     if volume.kind is VolumeKind.LABELS:
         return (volume.data, kwargs, "labels")
     preset = default_preset(volume) if preset is None else WindowPreset(preset)
@@ -59,6 +77,23 @@ def volume_layer_data(volume: Volume, *, preset: WindowPreset | None = None) -> 
     kwargs["colormap"] = "gray"
     kwargs["metadata"]["segunc_window"] = preset.value
     return (volume.data, kwargs, "image")
+
+
+def rater_layer_data(volume: Volume, index: int) -> LayerData:
+    """A human rater's label map: role RATER, drawn as an outline in the `index`-th rater colour (0-based), so that
+    every rater of an image can be seen at once (napari-segunc's docks draw it so; napari itself, adding the
+    phantom sample, cannot set a contour and fills it at 0.6)."""
+    return as_rater(volume_layer_data(volume), index)
+
+
+def as_rater(layer_data: LayerData, index: int) -> LayerData:
+    """A labels layer tuple made the `index`-th rater's (see `rater_layer_data`)."""
+    from ..organs import rater_colormap
+
+    data, kwargs, layer_type = layer_data
+    kwargs = {**kwargs, "colormap": rater_colormap(index), "opacity": 0.6}
+    kwargs["metadata"] = {**kwargs.get("metadata", {}), ROLE: LayerRole.RATER.value, CONTOUR: 1}
+    return data, kwargs, layer_type
 
 
 # ---------------------------------------------------------------------------------------------------- reader
@@ -132,6 +167,67 @@ def read_layers(path: PathOrPaths) -> list[LayerData]:
     return layers
 
 
+# ---------------------------------------------------------------------------------------------------- reader choice
+PLUGIN_NAME = "napari-segunc"
+#: napari ``plugins.extension2reader`` patterns set to this plugin: the reader's file patterns, and ``*/`` (any
+#: folder, the pattern napari matches folders with) for DICOM series folders.
+READER_PATTERNS = ("*.nii", "*.nii.gz", "*.nrrd", "*.nhdr", "*.mha", "*.mhd", "*" + os.sep)
+
+
+def _example_path(pattern: str) -> str:
+    """An absolute path of the kind `pattern` stands for (what napari matches preferences against)."""
+    root = os.path.join(os.path.abspath(os.sep), "data")
+    return root + os.sep if pattern.endswith(os.sep) else os.path.join(root, "image" + pattern.removeprefix("*"))
+
+
+def prefer_segunc_reader(settings: Any = None) -> list[str]:
+    """Make napari open medical images and folders with this plugin without asking, where the user chose nothing.
+
+    napari's own reader ("napari builtins") also claims ``*.nii``, ``*.nii.gz``, ``*.nrrd``, ``*.mha``... and every
+    folder, so File ▸ Open would ask which plugin to use every time. Each of `READER_PATTERNS` is set to this
+    plugin in ``settings.plugins.extension2reader`` (saved with napari's settings, listed in Preferences ▸ Plugins)
+    unless one of the user's own patterns (relative ones, such as ``*.gz`` or ``*``) already decides those files:
+    a choice the user made is never replaced. Absolute-path preferences (napari's "remember" for one folder) are
+    more specific than these patterns and keep winning.
+
+    Parameters
+    ----------
+    settings : napari.settings.NapariSettings, optional
+        Default: napari's settings of this session (``napari.settings.get_settings()``).
+
+    Returns
+    -------
+    list of str
+        The patterns set now (empty when nothing changed).
+    """
+    from fnmatch import fnmatch
+
+    if settings is None:
+        from napari.settings import get_settings
+
+        settings = get_settings()
+    current = dict(settings.plugins.extension2reader)
+    users = [key for key in current if not os.path.isabs(key)]
+    added = [p for p in READER_PATTERNS if not any(fnmatch(_example_path(p), key) for key in users)]
+    if added:
+        settings.plugins.extension2reader = {**current, **dict.fromkeys(added, PLUGIN_NAME)}
+        log.info(
+            "napari now opens %s with napari-segunc without asking (napari's Preferences > Plugins lists and "
+            "removes these choices)",
+            ", ".join("folders" if p.endswith(os.sep) else p for p in added),
+        )
+    return added
+
+
+def activate(context: Any = None) -> None:
+    """npe2 ``on_activate`` hook, run once per napari session when this plugin is first used (its reader, sample or
+    a dock): `prefer_segunc_reader`. Never raises: a plugin that fails to activate would not open at all."""
+    try:
+        prefer_segunc_reader()
+    except Exception:  # noqa: BLE001 - not inside napari, or its settings unusable: the reader dialog stays
+        log.debug("could not set napari's reader preference", exc_info=True)
+
+
 # ---------------------------------------------------------------------------------------------------- writer
 def _meta_volume(data: Any, meta: dict[str, Any], name: str) -> Volume:
     data = np.asarray(data)
@@ -188,8 +284,8 @@ def phantom_layers(*, seed: int = 0) -> tuple[Volume, list[LayerData]]:
 
     study = make_phantom(seed=seed)
     layers = [volume_layer_data(study.image, preset=WindowPreset.ABDOMEN)]
-    for rater in study.raters:
+    for i, rater in enumerate(study.raters):
         if rater.kind is not VolumeKind.LABELS:
             rater = rater.with_data(rater.data, kind=VolumeKind.LABELS)
-        layers.append(volume_layer_data(rater))
+        layers.append(rater_layer_data(rater, i))
     return study.image, layers

@@ -67,7 +67,14 @@ def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
 
     folder = str(folder)
     series = []
-    for sid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ():
+    # GDCM prints "No Series were found" (ITK warning, on stderr) for a folder without DICOM: callers say it instead
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ()
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    for sid in ids:
         files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, sid)
         description = modality = ""
         try:

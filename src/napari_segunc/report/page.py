@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import numpy as np
 from ..display import contrast_limits, default_preset
 from ..errors import GeometryMismatch, InvalidInput
 from ..io.writers import atomic_write
+from ..organs import label_colors  # one organ colour table: the canvas, the docks and the report
 from ..volume import Volume
 
 __all__ = [
@@ -42,22 +43,11 @@ __all__ = [
 #: Size of the page in pixels (width, height): A4 landscape proportions (√2 : 1).
 PAGE_PIXELS = (1400, 990)
 PAGE_DPI = 120
-#: Distinct colours (Trubetskoy's list without greys): label value v gets ``PALETTE[(v - 1) % len(PALETTE)]``.
-PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#ffe119", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
-           "#fabed4", "#469990", "#dcbeff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1",
-           "#000075")  # fmt: skip
 MAX_TABLE_ROWS = 16
 _FILL_ALPHA = 0.35
 _SHOWN_FRACTION = 0.5  # an organ is "shown" on a slice holding at least this fraction of its largest cross-section
 _FILL_AREA = 0.25  # extra slices hold at least this fraction of the largest labelled area of a slice
 _METRIC_RATERS = ("mean", "consensus")  # preferred aggregate rows of the metrics table, in order
-
-
-def label_colors(values: Iterable[int]) -> dict[int, tuple[float, float, float]]:
-    """RGB colour (0–1) of each positive label value; the same value always gets the same colour."""
-    from matplotlib.colors import to_rgb
-
-    return {int(v): to_rgb(PALETTE[(int(v) - 1) % len(PALETTE)]) for v in values if int(v) > 0}
 
 
 def _label_array(labels: Any) -> np.ndarray:

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..organs import label_colormap
+from ..roles import CONTOUR, LABEL_NAMES, MAP_KIND, PROBABILITIES, ROLE, UNIT, LayerRole
 from ..volume import Volume
 from .ensemble import SCALAR_MAPS, EnsembleMaps
 from .raters import RaterAnalysis
@@ -28,14 +30,15 @@ __all__ = [
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
-#: Perceptually uniform colormaps per map (napari names).
+#: Colormaps per map (napari names), every one black at 0: the maps are drawn additively over the CT, so where the
+#: models agree (0) the CT shows through unchanged (viridis, cividis, plasma or turbo would tint all of it).
 COLORMAPS = {
     "entropy": "inferno",
-    "expected_entropy": "viridis",
+    "expected_entropy": "bop blue",
     "mutual_information": "magma",
-    "mean_variance": "cividis",
-    "max_prob_uncertainty": "plasma",
-    "member_disagreement": "turbo",
+    "mean_variance": "bop purple",
+    "max_prob_uncertainty": "bop orange",
+    "member_disagreement": "hot",
     "vote_entropy": "inferno",
 }
 
@@ -67,9 +70,17 @@ def _limits(name: str, data: np.ndarray, n_classes: int, normalized: bool) -> tu
 
 
 def map_layer(
-    name: str, data: np.ndarray, grid: Volume, *, n_classes: int, normalized: bool = False, prefix: str = ""
+    name: str,
+    data: np.ndarray,
+    grid: Volume,
+    *,
+    n_classes: int,
+    normalized: bool = False,
+    prefix: str = "",
+    visible: bool = True,
 ) -> LayerData:
-    """One uncertainty map as an additive image layer over the CT, in mm world coordinates."""
+    """One uncertainty map as an additive image layer over the CT, in mm world coordinates (role MAP; the docks
+    show the colour bar of a visible map)."""
     kwargs = grid.napari_kwargs()
     unit = "normalised" if normalized else "nats"
     title = _TITLES.get(name, name.replace("_", " "))
@@ -78,9 +89,10 @@ def map_layer(
         colormap=COLORMAPS.get(name, "inferno"),
         contrast_limits=_limits(name, data, n_classes, normalized),
         blending="additive",
-        opacity=0.7,
+        opacity=0.8,
+        visible=visible,
     )
-    kwargs["metadata"] = {**kwargs["metadata"], "segunc_map": name, "segunc_unit": unit}
+    kwargs["metadata"] = {**kwargs["metadata"], ROLE: LayerRole.MAP.value, MAP_KIND: name, UNIT: unit}
     return data, kwargs, "image"
 
 
@@ -91,18 +103,24 @@ def segmentation_layer(
     name: str = "segmentation",
     labels: Mapping[str, int] | None = None,
     probabilities: np.ndarray | None = None,
+    role: LayerRole = LayerRole.SEGMENTATION,
+    contour: int = 1,
+    visible: bool = True,
 ) -> LayerData:
-    """A label map as a labels layer (names of the labels kept in metadata for the widgets' tables).
+    """A label map as a labels layer in the organ colours (`organs.label_colormap`), drawn as outlines `contour`
+    voxels wide by the docks (0: filled); names of the labels kept in metadata for the widgets' tables.
 
     `probabilities`, the (C, Z, Y, X) class probabilities the label map is the argmax of (background first, channel
     i = the i-th organ in increasing label value), go to ``metadata["segunc_probabilities"]`` when given: the
     Metrics widget reads its calibration and uncertainty metrics from there.
     """
     kwargs = grid.napari_kwargs()
-    kwargs.update(name=name, opacity=0.5)
-    kwargs["metadata"] = {**kwargs["metadata"], "segunc_labels": dict(labels or {})}
+    kwargs.update(name=name, opacity=0.6, colormap=label_colormap(), visible=visible)
+    kwargs["metadata"] = {**kwargs["metadata"], ROLE: LayerRole(role).value, LABEL_NAMES: dict(labels or {})}
+    if contour:
+        kwargs["metadata"][CONTOUR] = int(contour)
     if probabilities is not None:
-        kwargs["metadata"]["segunc_probabilities"] = probabilities
+        kwargs["metadata"][PROBABILITIES] = probabilities
     return data, kwargs, "labels"
 
 
@@ -116,6 +134,7 @@ def ensemble_layers(
     with_probabilities: bool = False,
 ) -> list[LayerData]:
     """Segmentation + the chosen scalar maps of one ensemble group; names carry the group when it is not 'all'.
+    Only the segmentation (outlines) and the predictive entropy are visible: the other maps are added hidden.
 
     With `with_probabilities`, the segmentation layer also carries the group's mean probabilities in
     ``metadata["segunc_probabilities"]`` (what the Metrics widget needs for calibration and uncertainty metrics;
@@ -132,7 +151,7 @@ def ensemble_layers(
             raise ValueError(f"Unknown map '{name}'; choose from {', '.join(SCALAR_MAPS)}.")
         layers.append(
             map_layer(name, getattr(maps, name), grid, n_classes=maps.n_classes, normalized=maps.normalized,
-                      prefix=prefix)
+                      prefix=prefix, visible=name == "entropy")
         )  # fmt: skip
     return layers
 
@@ -142,16 +161,21 @@ AGREEMENT_COLORS = {0: "transparent", 1: "red", 2: "orange", 3: "yellow"}
 
 
 def rater_layers(analysis: RaterAnalysis, grid: Volume, *, with_staple: bool = True) -> list[LayerData]:
-    """Vote entropy (image) and consensus / dissensus / majority / STAPLE label maps of a rater analysis."""
+    """Vote entropy (image) and consensus / dissensus / majority / STAPLE label maps of a rater analysis (role
+    RATER_ANALYSIS). Only the dissensus (filled: where the raters disagree) is visible; the others are added hidden
+    so that the raters' own outlines stay readable."""
     names = {name: value for value, name in analysis.label_names.items() if value != 0}
     n_classes = max(2, len(analysis.labels))
     layers = [map_layer("vote_entropy", analysis.vote_entropy, grid, n_classes=n_classes,
-                        normalized=analysis.normalized, prefix="raters: ")]  # fmt: skip
+                        normalized=analysis.normalized, prefix="raters: ", visible=False)]  # fmt: skip
+    layers[0][1]["metadata"][ROLE] = LayerRole.RATER_ANALYSIS.value
     maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority vote": analysis.majority}
     if with_staple and analysis.staple is not None:
         maps["STAPLE"] = analysis.staple
     for title, data in maps.items():
-        layers.append(segmentation_layer(data, grid, name=f"raters: {title}", labels=names))
+        layer = segmentation_layer(data, grid, name=f"raters: {title}", labels=names, role=LayerRole.RATER_ANALYSIS,
+                                   contour=0, visible=title == "dissensus")  # fmt: skip
+        layers.append(layer)
     return layers
 
 
@@ -159,5 +183,6 @@ def model_vs_raters_layer(codes: np.ndarray, grid: Volume, *, name: str = "model
     """`model_vs_raters` codes as a labels layer: red = model against unanimous raters, orange = disputed voxel
     where the model differs from the majority, yellow = disputed voxel where it follows the majority."""
     kwargs = grid.napari_kwargs()
-    kwargs.update(name=name, opacity=0.6, colormap={**AGREEMENT_COLORS, None: "transparent"})
+    kwargs.update(name=name, opacity=0.6, colormap=[AGREEMENT_COLORS[v] for v in range(4)])  # cyclic: see organs
+    kwargs["metadata"] = {**kwargs["metadata"], ROLE: LayerRole.RATER_ANALYSIS.value}
     return codes, kwargs, "labels"
