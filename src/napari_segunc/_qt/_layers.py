@@ -152,12 +152,21 @@ def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, 
         layer.contour = int(metadata[CONTOUR])
         layer.opacity = 1.0
     if role_of(layer) in (LayerRole.MAP, LayerRole.RATER):
-        if role_of(layer) is LayerRole.MAP and layer.visible:
-            for other in layers_with_role(viewer.layers, LayerRole.MAP, ndim=None):
-                other.colorbar.visible = False
-            layer.colorbar.visible = True  # the colour bar of the map last shown
-        show_legend(viewer)
+        # on a later turn of the event loop: drawing a colour bar the first time costs ~0.5 s in software OpenGL, on
+        # top of the new layer's own visual (the docks add layers one per turn so that the window never stalls)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, lambda: _show_colorbar(viewer, layer))
     return layer
+
+
+def _show_colorbar(viewer: Any, layer: Layer) -> None:
+    """The colour bar of the map last shown (`layer`, if it is a visible map), then the canvas legend."""
+    if role_of(layer) is LayerRole.MAP and layer.visible and has_layer(viewer.layers, layer):
+        for other in layers_with_role(viewer.layers, LayerRole.MAP, ndim=None):
+            other.colorbar.visible = False
+        layer.colorbar.visible = True
+    show_legend(viewer)
 
 
 def rater_color_name(layer: Layer) -> str:
