@@ -77,7 +77,7 @@ def wait_idle(qtbot):
 def errors(monkeypatch) -> list[str]:
     """Messages the widget showed with napari's ``show_error``."""
     shown: list[str] = []
-    monkeypatch.setattr("napari_segunc._qt.open_study.show_error", shown.append)
+    monkeypatch.setattr("napari_segunc._qt._jobs.show_error", shown.append)
     return shown
 
 

@@ -32,7 +32,7 @@ ACCEPTED = {"liver": 1, "kidney_right": 2, "spleen": 4}
 def shown(monkeypatch) -> list[str]:
     """Messages the widget showed with napari's ``show_error``."""
     errors: list[str] = []
-    monkeypatch.setattr("napari_segunc._qt.export.show_error", errors.append)
+    monkeypatch.setattr("napari_segunc._qt._jobs.show_error", errors.append)
     return errors
 
 

@@ -44,7 +44,7 @@ def metrics_widget(open_study, wait_idle, monkeypatch):
     opener.load_phantom()
     wait_idle(opener)
     errors: list[str] = []
-    monkeypatch.setattr("napari_segunc._qt.metrics.show_error", errors.append)
+    monkeypatch.setattr("napari_segunc._qt._jobs.show_error", errors.append)
 
     def factory():
         _, widget = open_dock(viewer, "Metrics")

@@ -16,6 +16,7 @@ pytest.importorskip("sam2")
 
 from napari_segunc._qt._docks import open_dock  # noqa: E402
 from napari_segunc._qt._session import find_review  # noqa: E402
+from napari_segunc._qt._view import grid_of  # noqa: E402
 from napari_segunc.inference.medsam2 import build_model  # noqa: E402
 from napari_segunc.io import read_volume  # noqa: E402
 from napari_segunc.phantom import LABELS  # noqa: E402
@@ -88,12 +89,12 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, wait_idle, tmp_path, 
     assert len([x for x in viewer.layers if x.visible]) <= 8
     unc.set_compare(True, names=["rater_1", "rater_2", "rater_3", "ensemble segmentation"])
     qtbot.wait(300)
-    shape = tuple(viewer.grid.shape)
-    assert viewer.grid.enabled and shape[0] * shape[1] >= 4
+    shape = tuple(grid_of(viewer).shape)
+    assert grid_of(viewer).enabled and shape[0] * shape[1] >= 4
     cells = _cells(viewer.screenshot(canvas_only=True, flash=False), shape)
     assert all(cell.std() > 10 for cell in cells[:4]), [round(float(c.std()), 1) for c in cells]  # no black cell
     unc.set_compare(False)
-    assert not viewer.grid.enabled and {x.name for x in viewer.layers if x.visible} >= shown
+    assert not grid_of(viewer).enabled and {x.name for x in viewer.layers if x.visible} >= shown
 
     # review queue → jump to the most uncertain region
     unc.maps.map_combo.setCurrentText("ensemble predictive entropy")

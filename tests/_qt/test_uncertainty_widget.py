@@ -12,10 +12,12 @@ from qtpy.QtCore import Qt
 from scipy import ndimage
 
 from napari_segunc._qt._docks import open_dock
-from napari_segunc._qt._view import COPY_KEY, camera_of, cell_size, grid_of
+from napari_segunc._qt._layers import role_of
+from napari_segunc._qt._view import camera_of, cell_size, grid_of
 from napari_segunc._qt.uncertainty import NEXT_KEY, NONE, MapUnit, QueueMode
 from napari_segunc.io._npe2 import as_rater, volume_layer_data
 from napari_segunc.phantom import LABELS
+from napari_segunc.roles import LayerRole
 from napari_segunc.uncertainty import EnsembleAccumulator, find_regions
 from napari_segunc.uncertainty.layers import ensemble_layers
 from napari_segunc.volume import Volume, VolumeKind
@@ -49,7 +51,7 @@ def ensemble(phantom_study):
 def review(open_study, wait_idle, ensemble, monkeypatch):
     """Factory: the phantom (CT + 3 raters) through Open study, the ensemble's layers, the widget docked."""
     shown: list[str] = []
-    monkeypatch.setattr("napari_segunc._qt.uncertainty.show_error", shown.append)
+    monkeypatch.setattr("napari_segunc._qt._jobs.show_error", shown.append)
 
     def factory(*, with_maps: bool = True, show: bool = False):
         viewer, opener = open_study(show=show)
@@ -283,7 +285,7 @@ def test_compare_view_on_the_phantom(review, wait_idle, qtbot, phantom_study, tm
     for _pos, idx in cells:  # each cell: an image (the CT or a copy sharing its voxels) under one rater
         under, over = (viewer.layers[i] for i in idx)
         assert under.data is viewer.layers["phantom_ct"].data and over.name.startswith("rater_")
-    assert sum(bool(layer.metadata.get(COPY_KEY)) for layer in viewer.layers) == 2
+    assert sum(role_of(layer) is LayerRole.COMPARE_COPY for layer in viewer.layers) == 2
     assert names[:6] == [
         "phantom_ct",
         "rater_1",

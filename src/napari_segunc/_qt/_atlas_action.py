@@ -13,7 +13,6 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 from ..errors import InvalidInput
 from ..progress import Progress
 from ._session import image_volume
-from ._worker import start_worker
 
 __all__ = ["atlas_job", "choose_atlases", "score_layers", "start_atlas"]
 
@@ -66,8 +65,7 @@ def score_layers(result, target) -> list[tuple]:
 
 def start_atlas(widget, atlases, labels, thresholds) -> None:
     """What the MedSAM2 dock's button does (`MedSAM2Widget.boxes_from_atlas`)."""
-    if widget.busy:
-        widget._error("MedSAM2 is still running; wait for it or press Cancel.")
+    if widget.job.refuse_if_busy():
         return
     try:
         if atlases is None:
@@ -79,12 +77,10 @@ def start_atlas(widget, atlases, labels, thresholds) -> None:
     except InvalidInput as exc:
         widget._error(str(exc))
         return
-    widget.status.setText(f"Registering {len(atlases)} atlas(es) onto the image…")
-    widget._worker = start_worker(
+    widget.job.start(
         atlas_job, target, list(atlases), dict(labels or {}), strategy=widget.strategy_combo.currentText(),
-        thresholds=thresholds, inputs=widget.inputs, on_yielded=widget._progressed,
-        on_returned=lambda result: show_atlas_result(widget, result, target), on_error=widget._error,
-        on_finished=widget._finished,
+        thresholds=thresholds, starting=f"Registering {len(atlases)} atlas(es) onto the image…",
+        on_progress=widget._progressed, on_returned=lambda result: show_atlas_result(widget, result, target),
     )  # fmt: skip
 
 

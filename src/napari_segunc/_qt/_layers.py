@@ -132,10 +132,13 @@ def volume_of(layer: Layer, *, require_geometry: bool = False, data: Any = None)
                   name=layer.name)  # fmt: skip
 
 
-def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, image: Layer | None = None) -> Layer:
+def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, image: Layer | None = None,
+              legend: bool = True) -> Layer:  # fmt: skip
     """Add a ``(data, kwargs, layer_type)`` tuple to `viewer` with a fresh id (and `role`, and the id of the
     `image` it belongs to, when given); returns the layer. A ``metadata[CONTOUR]`` becomes its contour width (an
-    outline is drawn opaque: napari's ``add_labels`` takes no ``contour``)."""
+    outline is drawn opaque: napari's ``add_labels`` takes no ``contour``). With `legend`, a map's colour bar and the
+    canvas legend follow on the next turn of the event loop (`show_colorbar`; a caller adding several layers calls
+    it once after the last)."""
     from ..roles import CONTOUR
 
     data, kwargs, layer_type = layer_data
@@ -151,22 +154,26 @@ def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, 
     if metadata.get(CONTOUR):
         layer.contour = int(metadata[CONTOUR])
         layer.opacity = 1.0
-    if role_of(layer) in (LayerRole.MAP, LayerRole.RATER):
+    if legend and role_of(layer) in (LayerRole.MAP, LayerRole.RATER):
         # on a later turn of the event loop: drawing a colour bar the first time costs ~0.5 s in software OpenGL, on
         # top of the new layer's own visual (the docks add layers one per turn so that the window never stalls)
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, lambda: _show_colorbar(viewer, layer))
+        QTimer.singleShot(0, lambda: show_colorbar(viewer, [layer]))
     return layer
 
 
-def _show_colorbar(viewer: Any, layer: Layer) -> None:
-    """The colour bar of the map last shown (`layer`, if it is a visible map), then the canvas legend."""
-    if role_of(layer) is LayerRole.MAP and layer.visible and has_layer(viewer.layers, layer):
+def show_colorbar(viewer: Any, layers: Sequence[Layer]) -> None:
+    """The colour bar of the last visible map among `layers` (layers just added; the others' bars are hidden), then
+    the canvas legend. Nothing changes when none of them is a visible map of `viewer` and no rater is among them."""
+    maps = [x for x in layers if role_of(x) is LayerRole.MAP and x.visible and has_layer(viewer.layers, x)]
+    if maps:
         for other in layers_with_role(viewer.layers, LayerRole.MAP, ndim=None):
-            other.colorbar.visible = False
-        layer.colorbar.visible = True
-    show_legend(viewer)
+            if other is not maps[-1] and other.colorbar.visible:
+                other.colorbar.visible = False
+        maps[-1].colorbar.visible = True
+    if maps or any(role_of(x) is LayerRole.RATER for x in layers):
+        show_legend(viewer)
 
 
 def rater_color_name(layer: Layer) -> str:

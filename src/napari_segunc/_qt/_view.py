@@ -34,12 +34,11 @@ if TYPE_CHECKING:
 
     from ..uncertainty.regions import Region
 
-__all__ = ["COPY_KEY", "BoundKeys", "CompareView", "camera_of", "cell_size", "focus_region", "grid_of"]
+__all__ = ["BoundKeys", "CompareView", "camera_of", "cell_size", "focus_region", "grid_of"]
 
 log = logging.getLogger(__name__)
 
 #: Metadata key marking the image copies of the compare view (other widgets must not list them as images).
-COPY_KEY = "segunc_compare_copy"
 
 
 def grid_of(viewer: napari.Viewer) -> Any:
@@ -152,7 +151,7 @@ class CompareView:
         metadata = {k: v for k, v in state.get("metadata", {}).items() if k not in (GEOMETRY, ID, ROLE)}
         self.copies = []
         for i in range(1, len(layers)):  # the image itself is the first cell's background
-            kwargs = {**state, "name": f"{image.name} (compare {i + 1})", "metadata": {**metadata, COPY_KEY: True}}
+            kwargs = {**state, "name": f"{image.name} (compare {i + 1})", "metadata": metadata}
             copy = add_layer(viewer, (data, kwargs, layer_type), role=LayerRole.COMPARE_COPY, image=image)
             self.copies.append(copy)
         self.layers = list(layers)

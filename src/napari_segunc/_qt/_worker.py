@@ -139,24 +139,75 @@ def release_old_objects_to_gc() -> None:
             gc.unfreeze()
 
 
+#: milliseconds between two layers added by `add_layers_one_per_turn` (napari draws each new layer in between)
+LAYER_INTERVAL_MS = 20
+
+
 def add_layers_one_per_turn(viewer: Any, layers: Iterable[tuple], then: Callable[[], None] | None = None) -> None:
     """Add `layers` (napari ``(data, kwargs, layer_type)`` tuples) to `viewer` one per turn of the event loop, then
     call `then`. napari builds each layer's canvas visual (shaders, textures) on the GUI thread, 0.1-0.2 s a layer
     with software OpenGL, so a dozen layers at once would freeze the window. Each gets its id and contour
-    (`_layers.add_layer`)."""
-    pending = list(layers)
+    (`_layers.add_layer`); the colour bar and the canvas legend follow once, on a turn of their own, after the last
+    (each colour bar drawn costs ~0.5 s in software: one per map group made a 1.3 s stall)."""
+    from ._layers import add_layer, show_colorbar
+
+    pending, added = list(layers), []
 
     def add_next() -> None:
-        if not pending:
-            if then is not None:
-                then()
+        if pending:
+            added.append(add_layer(viewer, pending.pop(0), legend=False))
+        elif added:
+            show_colorbar(viewer, added)
+            added.clear()
+        elif then is not None:
+            then()
             return
-        from ._layers import add_layer
-
-        add_layer(viewer, pending.pop(0))
-        QTimer.singleShot(0, add_next)
+        else:
+            return
+        # not 0: a window repaints on a 5 ms timer (QWindow.requestUpdate), after zero-delay calls; with 0 two layers
+        # went in before napari drew the first (measured: 1.1-1.4 s stalls with 16 layers)
+        QTimer.singleShot(LAYER_INTERVAL_MS, add_next)
 
     QTimer.singleShot(0, add_next)
+
+
+#: modules napari imports lazily on the GUI thread when a result's first layer goes in, imported by each job's worker
+#: first (if not yet): pandas, for the features table of the first labels/points/shapes layer (0.59 s of the 1.4 s
+#: the ensemble's first labels layer took to add, profiled).
+WORKER_IMPORTS = ("pandas",)
+
+
+def _import_for_the_gui() -> None:
+    import importlib
+
+    for name in WORKER_IMPORTS:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:  # napari then imports it itself, or does without
+                pass
+
+
+def _with_worker_imports(func: Callable[..., Any]) -> Callable[..., Any]:
+    """`func` (a function or a generator function, which napari runs differently), importing `WORKER_IMPORTS` first."""
+    import functools
+    import inspect
+
+    if inspect.isgeneratorfunction(func):
+
+        @functools.wraps(func)
+        def generator(*args: Any, **kwargs: Any):
+            _import_for_the_gui()
+            return (yield from func(*args, **kwargs))
+
+        return generator
+
+    @functools.wraps(func)
+    def function(*args: Any, **kwargs: Any):
+        _import_for_the_gui()
+        return func(*args, **kwargs)
+
+    return function
 
 
 def status_label(text: str, *, fixed_lines: int | None = None) -> QLabel:
@@ -188,6 +239,7 @@ def start_worker(
     on_error: Callable[[str], None] | None = None,
     on_finished: Callable[[], None] | None = None,
     description: str | None = None,
+    release_gc: bool = True,
     **kwargs: Any,
 ):
     """Run ``func(*args, **kwargs)`` in a napari worker thread.
@@ -208,6 +260,9 @@ def start_worker(
         Called last, after the inputs were re-enabled.
     description : str, optional
         Text of napari's activity progress bar.
+    release_gc : bool
+        Whether ``finished`` ends `hold_old_objects_from_gc`; False: the caller calls `release_old_objects_to_gc`
+        (`_jobs.DockJob` does once the result's layers are in).
 
     Returns
     -------
@@ -223,13 +278,14 @@ def start_worker(
         report(error_message(exc))
 
     def _finished() -> None:
-        release_old_objects_to_gc()
+        if release_gc:
+            release_old_objects_to_gc()
         set_enabled(inputs, True)
         if on_finished is not None:
             on_finished()
 
     worker = create_worker(
-        func,
+        _with_worker_imports(func),
         *args,
         _start_thread=False,
         _ignore_errors=True,

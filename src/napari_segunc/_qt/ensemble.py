@@ -17,7 +17,7 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,9 +36,10 @@ from ..io._npe2 import LayerData
 from ..progress import Progress
 from ..roles import GEOMETRY
 from ..volume import Volume
+from ._jobs import DockJob
 from ._layers import LayerRole, layers_with_role, volume_of
 from ._widgets import layer_combo
-from ._worker import add_layers_one_per_turn, import_in_gui_thread, start_worker, status_label, warm_up_in_background
+from ._worker import import_in_gui_thread, status_label, warm_up_in_background
 
 if TYPE_CHECKING:
     import napari
@@ -104,6 +105,7 @@ def ensemble_job(
     tta: str | None = None,
     mirroring: bool = True,
     per_group: bool = False,
+    trust_checkpoint: bool = False,
     cancel: threading.Event | None = None,
 ) -> Generator[Progress, None, EnsembleResult | None]:
     """Worker body: predict, then build the layer tuples (no Qt). Returns None when `cancel` was set."""
@@ -112,7 +114,8 @@ def ensemble_job(
     from ..uncertainty.layers import ensemble_layers
 
     members = resolve_members(source, paths)
-    job = predict_job(image, members, device=device, tta=tta, mirroring=mirroring, class_variance=False)
+    job = predict_job(image, members, device=device, tta=tta, mirroring=mirroring, class_variance=False,
+                      trust_checkpoint=trust_checkpoint)  # fmt: skip
     try:
         while True:
             try:
@@ -149,9 +152,6 @@ class EnsembleWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self._worker = None
-        self._pending: EnsembleResult | None = None
-        self._cancel = threading.Event()
         import_in_gui_thread(*NATIVE_MODULES)
         self.warm_up = warm_up_in_background("napari_segunc.uncertainty.ensemble:warm_up")
 
@@ -169,13 +169,22 @@ class EnsembleWidget(QWidget):
         self.mirror_check = QCheckBox("nnU-Net test-time mirroring (as the model allows)")
         self.mirror_check.setChecked(True)
         self.groups_check = QCheckBox("maps per group (e.g. per rater)")
+        self.trust_check = QCheckBox("trust these checkpoints (unpickling can run code)")
+        self.trust_check.setToolTip(
+            "Needed only for a checkpoint that holds Python objects beyond tensors and plain values (some older\n"
+            "nnU-Net trainers save such): loading it unpickles it, which can run code. Tick it only for\n"
+            "checkpoints from a source you trust. Untick: such a file is refused, and nothing is run."
+        )
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Pick an image and an ensemble, then Run.", fixed_lines=3)
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
+                           cancel_button=self.cancel_button,
+                           busy_message="The ensemble is still running; wait for it or press Cancel.",
+                           cancel_message="Cancelling after the current tile…")  # fmt: skip
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -190,7 +199,7 @@ class EnsembleWidget(QWidget):
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for w in (self.tta_check, self.mirror_check, self.groups_check):
+        for w in (self.tta_check, self.mirror_check, self.groups_check, self.trust_check):
             layout.addWidget(w)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -210,12 +219,16 @@ class EnsembleWidget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         return [self.image_combo, self.source_combo, self.path_edit, self.browse_button, self.device_combo,
-                self.tta_check, self.mirror_check, self.groups_check, self.run_button]  # fmt: skip
+                self.tta_check, self.mirror_check, self.groups_check, self.trust_check, self.run_button]  # fmt: skip
 
     @property
     def busy(self) -> bool:
         """A job runs, or its layers are still being added."""
-        return self._worker is not None or self._pending is not None
+        return self.job.busy
+
+    @property
+    def _worker(self):
+        return self.job.worker
 
     @property
     def source(self) -> str:
@@ -262,20 +275,14 @@ class EnsembleWidget(QWidget):
     # -------------------------------------------------------------------------------- actions
     def run(self) -> None:
         """Start the ensemble on the chosen image in a worker; layers are added when it finishes."""
-        if self.busy:
-            self._error("The ensemble is still running; wait for it or press Cancel.")
+        if self.job.refuse_if_busy():
             return
         try:
             image = self._image_volume()
         except InvalidInput as exc:
             self._error(str(exc))
             return
-        self._cancel.clear()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status.setText("Starting the ensemble…")
-        self.cancel_button.setEnabled(True)
-        self._worker = start_worker(
+        self.job.start(
             ensemble_job,
             image,
             self.source,
@@ -284,48 +291,34 @@ class EnsembleWidget(QWidget):
             tta="flips" if self.tta_check.isChecked() else None,
             mirroring=self.mirror_check.isChecked(),
             per_group=self.groups_check.isChecked(),
-            cancel=self._cancel,
-            inputs=self.inputs,
-            on_yielded=self._progressed,
+            trust_checkpoint=self.trust_check.isChecked(),
+            cancel=self.job.cancel_event,
+            starting="Starting the ensemble…",
+            on_progress=self._progressed,
             on_returned=self._done,
-            on_error=self._error,
-            on_finished=self._finished,
-            description=None,  # the dock's own bar: napari's activity bar costs the GUI thread ~60 ms to show
-        )
+            on_finished=self._source_changed,
+        )  # the dock's own bar, no napari activity bar: that costs the GUI thread ~60 ms to show
 
     def cancel(self) -> None:
         """Stop after the current sliding-window tile; nothing is added."""
-        if self.busy:
-            self._cancel.set()
-            self.status.setText("Cancelling after the current tile…")
+        self.job.cancel()
 
     # -------------------------------------------------------------------------------- results (GUI thread)
     def _progressed(self, report: Progress) -> None:
-        self.progress.setRange(0, max(1, report.total))
-        self.progress.setValue(report.step)
-        if report.message:
-            self.status.setText(f"member {min(report.step + 1, report.total)} of {report.total}: {report.message}")
+        text = f"member {min(report.step + 1, report.total)} of {report.total}: {report.message}"
+        self.job.report(report, text if report.message else None)
 
     def _done(self, result: EnsembleResult | None) -> None:
         if result is None:
-            self.status.setText("Cancelled: nothing was added.")
+            self.job.show("Cancelled: nothing was added.")
             return
-        self._pending = result
-        add_layers_one_per_turn(self.viewer, result.layers, then=lambda: self._all_added(result))
+        self.job.add_layers(self.viewer, result.layers, then=lambda: self._all_added(result))
 
     def _all_added(self, result: EnsembleResult) -> None:
-        self._pending = None
         self.progress.setValue(self.progress.maximum())
         msg = f"Ensemble done: {result.summary}; added {len(result.layers)} layers."
         self.status.setText(msg)
         show_info(msg)
 
-    def _finished(self) -> None:
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-        self._source_changed()
-
     def _error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -45,10 +45,11 @@ from ..progress import Progress
 from ..report.case import CaseExport, describe, plan_case_files, write_case_files
 from ..settings import get_setting, set_setting
 from ..volume import Volume, VolumeKind, check_same_grid
+from ._jobs import DockJob
 from ._layers import has_layer, same_layer
 from ._session import find_review, image_volume
 from ._widgets import layer_combo
-from ._worker import start_worker, status_label
+from ._worker import status_label
 
 if TYPE_CHECKING:
     import napari
@@ -103,7 +104,6 @@ class ExportWidget(QWidget):
         #: Called for the metrics rows instead of looking for the Metrics widget (scripts, tests).
         self.rows_provider: Callable[[], Rows | None] | None = None
         self.written: dict[str, Path] = {}
-        self._worker = None
         self._case_typed = False
         self._notes: list[str] = []
         self._target: Path | None = None
@@ -125,6 +125,8 @@ class ExportWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Choose the image and an output folder, then Export.")
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
+                           busy_message="The export is still running; wait for it to finish.")  # fmt: skip
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -163,7 +165,7 @@ class ExportWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self.job.busy
 
     def image_layer(self) -> Image:
         name = self.image_combo.currentText()
@@ -313,8 +315,7 @@ class ExportWidget(QWidget):
         ``"metrics"``, ``"report"``), or an empty dict when nothing was started (the error is shown). When the
         worker is done, `written` holds what was written.
         """
-        if self.busy:
-            self._error("The export is still running; wait for it to finish.")
+        if self.job.refuse_if_busy():
             return {}
         try:
             path = self._folder(folder)
@@ -325,20 +326,15 @@ class ExportWidget(QWidget):
             self._error(str(exc))
             return {}
         self.written, self._notes, self._target = {}, notes, path
-        self.progress.setRange(0, len(files))
-        self.progress.setValue(0)
-        self.status.setText(f"Exporting {len(files)} file(s) to {path}…")
-        self._worker = start_worker(
-            write_case_files, export, files, inputs=self.inputs, on_yielded=self._progress, on_returned=self._done,
-            on_error=self._error, on_finished=self._finished, description=f"Exporting '{export.case}'",
+        self.job.start(
+            write_case_files, export, files, starting=f"Exporting {len(files)} file(s) to {path}…", steps=len(files),
+            on_progress=self._progress, on_returned=self._done, description=f"Exporting '{export.case}'",
         )  # fmt: skip
         return files
 
     # -------------------------------------------------------------------------------- results (GUI thread)
     def _progress(self, report: Progress) -> None:
-        self.progress.setRange(0, report.total)
-        self.progress.setValue(report.step)
-        self.status.setText(f"{report.message.capitalize()}…")
+        self.job.report(report, f"{report.message.capitalize()}…")
 
     def _done(self, written: dict[str, Path]) -> None:
         self.written = dict(written)
@@ -350,10 +346,5 @@ class ExportWidget(QWidget):
         self.status.setText(msg)
         show_info(msg)
 
-    def _finished(self) -> None:
-        self._worker = None
-
     def _error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)

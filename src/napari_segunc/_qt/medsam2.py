@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,12 +39,13 @@ from ..inference.medsam2 import CHECKPOINT_ENV
 from ..progress import Progress
 from ..roles import GEOMETRY
 from ..settings import get_setting, set_setting
+from ._jobs import DockJob
 from ._layers import LayerRole, add_layer, layers_with_role, same_layer
 from ._medsam2_job import medsam2_job
 from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
 from ._widgets import layer_combo
-from ._worker import import_in_gui_thread, start_worker, status_label
+from ._worker import import_in_gui_thread, status_label
 
 if TYPE_CHECKING:
     import napari
@@ -77,8 +77,6 @@ class MedSAM2Widget(QWidget):
         self.image_size: int | None = None  # model input size override (tests use small random models)
         self.result = None
         self._holder: dict = {}
-        self._worker = None
-        self._cancel = threading.Event()
         self.boxes = OrganBoxes(self.viewer, lambda: self.edits.edited())
         self.edits = BoxEdits(self.boxes, self.review, self.prompts, self._grid_kwargs, lambda: self._refresh_table())
         import_in_gui_thread(*NATIVE_MODULES)
@@ -113,6 +111,10 @@ class MedSAM2Widget(QWidget):
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
         self.progress = QProgressBar()
         self.status = status_label("Choose an image and a checkpoint, add boxes, then Run.", fixed_lines=3)
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
+                           cancel_button=self.cancel_button,
+                           busy_message="MedSAM2 is still running; wait for it or press Cancel.",
+                           cancel_message="Cancelling after the current slice…")  # fmt: skip
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -166,7 +168,7 @@ class MedSAM2Widget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self.job.busy
 
     def _refresh_layers(self, _event: Any = None) -> None:
         layers = self.viewer.layers
@@ -325,8 +327,7 @@ class MedSAM2Widget(QWidget):
     def run(self, *, run_all: bool = False) -> None:
         """Run MedSAM2 on the current boxes in a worker: only the organs whose boxes changed are propagated again,
         unless `run_all` (the image features are reused either way)."""
-        if self.busy:
-            self._error("MedSAM2 is still running; wait for it or press Cancel.")
+        if self.job.refuse_if_busy():
             return
         try:
             layer = self.image_layer()
@@ -345,27 +346,19 @@ class MedSAM2Widget(QWidget):
             return
         if checkpoint:
             set_setting("medsam2_checkpoint", checkpoint)
-        self._cancel.clear()
-        self.cancel_button.setEnabled(True)
-        self.status.setText("MedSAM2: starting…")
-        self._worker = start_worker(
+        self.job.start(
             medsam2_job, self._holder, image, prompts, strategy, checkpoint=checkpoint,
             config=self.config_combo.currentText(), device=self.device_combo.currentText(),
-            image_size=self.image_size, window=tuple(float(v) for v in layer.contrast_limits), cancel=self._cancel,
-            run_all=run_all,
-            inputs=self.inputs, on_yielded=self._progressed, on_returned=self._done, on_error=self._error,
-            on_finished=self._finished,
+            image_size=self.image_size, window=tuple(float(v) for v in layer.contrast_limits),
+            cancel=self.job.cancel_event, run_all=run_all,
+            starting="MedSAM2: starting…", on_progress=self._progressed, on_returned=self._done,
         )  # fmt: skip
 
     def cancel(self) -> None:
-        if self.busy:
-            self._cancel.set()
-            self.status.setText("Cancelling after the current slice…")
+        self.job.cancel()
 
     def _progressed(self, report: Progress) -> None:
-        self.progress.setRange(0, max(1, report.total))
-        self.progress.setValue(report.step)
-        self.status.setText(report.message)
+        self.job.report(report)
 
     def _done(self, result) -> None:
         if result is None:
@@ -413,13 +406,5 @@ class MedSAM2Widget(QWidget):
         self.status.setText(f"Accepted {', '.join(o.name for o in found)} into '{state.layer.name}' (Undo reverts)."
                             + (f" No voxels of {', '.join(missing)}." if missing else ""))  # fmt: skip
 
-    def _finished(self) -> None:
-        self._worker = None
-        self.cancel_button.setEnabled(False)
-
     def _error(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)

@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from napari.layers import Image, Labels
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QApplication,
@@ -47,10 +47,11 @@ from ..metrics.suite import COLUMNS, Mode
 from ..phantom import LABELS as PHANTOM_LABELS
 from ..roles import PROBABILITIES
 from ..volume import check_same_grid
+from ._jobs import DockJob
 from ._layers import LayerRole, layers_with_role, role_of, volume_of
 from ._metrics_table import MetricsTable
 from ._widgets import layer_combo
-from ._worker import start_worker, status_label
+from ._worker import status_label
 
 if TYPE_CHECKING:
     import napari
@@ -75,7 +76,6 @@ class MetricsWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.result: PredictionEvaluation | None = None
-        self._worker = None
         self._returned = False
         self._checked: dict[str, bool] = {}  # rater ticks by layer name, kept across refreshes
 
@@ -96,6 +96,8 @@ class MetricsWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Choose the prediction and the raters, then Evaluate.")
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
+                           busy_message="The evaluation is still running; wait for it to finish.")  # fmt: skip
         self.table = MetricsTable()
         self.reliability_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 5.6), dpi=90, layout="constrained"))
         self.risk_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 4.2), dpi=90, layout="constrained"))
@@ -143,7 +145,7 @@ class MetricsWidget(QWidget):
 
     @property
     def busy(self) -> bool:
-        return self._worker is not None
+        return self.job.busy
 
     @property
     def mode(self) -> Mode:
@@ -287,8 +289,7 @@ class MetricsWidget(QWidget):
     # -------------------------------------------------------------------------------- actions
     def evaluate(self) -> None:
         """Evaluate the prediction against the ticked raters in a worker; the table and plots fill when done."""
-        if self.busy:
-            self._error("The evaluation is still running; wait for it to finish.")
+        if self.job.refuse_if_busy():
             return
         try:
             job = self._gather()
@@ -296,10 +297,10 @@ class MetricsWidget(QWidget):
             self._error(str(exc))
             return
         self._returned = False
-        self.progress.setRange(0, 0)  # busy: the suite is one call, it cannot report steps or stop midway
-        self.status.setText(f"Evaluating '{job['case']}' ({job['mode'].value}), {len(job['raters'])} rater(s)…")
-        self._worker = start_worker(evaluate_prediction, inputs=self.inputs, on_returned=self._done,
-                                    on_error=self._error, on_finished=self._finished, **job)  # fmt: skip
+        self.job.start(evaluate_prediction, on_returned=self._done, on_finished=self._finished,
+                       steps=None,  # a busy bar: the suite is one call, it cannot report steps or stop midway
+                       starting=f"Evaluating '{job['case']}' ({job['mode'].value}), {len(job['raters'])} rater(s)…",
+                       **job)  # fmt: skip
 
     def cell_value(self, organ: str, metric: str) -> float:
         """The value the table shows for (organ, metric) (KeyError when it has no such cell)."""
@@ -373,11 +374,7 @@ class MetricsWidget(QWidget):
             canvas.draw_idle()
 
     def _finished(self) -> None:
-        self._worker = None
-        self.progress.setRange(0, 1)
         self.progress.setValue(1 if self._returned else 0)
 
     def _error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)

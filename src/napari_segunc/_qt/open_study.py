@@ -13,10 +13,10 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -37,10 +37,11 @@ from ..progress import Progress
 from ..review import SessionStore
 from ..volume import Volume, VolumeKind
 from . import _study_jobs as jobs
+from ._jobs import DockJob
 from ._layers import LayerRole, add_layer, has_layer, layers_with_role
 from ._session import _ask_restore, image_volume, review_for
 from ._widgets import layer_combo
-from ._worker import start_worker, status_label
+from ._worker import status_label
 
 if TYPE_CHECKING:
     import napari
@@ -81,7 +82,6 @@ class OpenStudyWidget(QWidget):
         self.viewer = napari_viewer
         self.image_volume: Volume | None = None  # grid every rater map is checked against
         self.image_layer: Image | None = None
-        self._worker: Any = None
         self._series_folder: Path | None = None
         self.ask_restore: Callable[[SessionStore], bool] = _ask_restore
 
@@ -106,6 +106,8 @@ class OpenStudyWidget(QWidget):
             self.preset_combo.addItem(preset.label, preset)
         self.phantom_button = QPushButton("Load phantom study")
         self.status = status_label("Open a CT/MR image, or load the phantom study.")
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status,
+                           busy_message="Still reading the previous file; wait for it to finish.")  # fmt: skip
 
         form = QFormLayout()
         form.addRow(self.series_label, self.series_combo)
@@ -143,7 +145,7 @@ class OpenStudyWidget(QWidget):
     @property
     def busy(self) -> bool:
         """True while a file is being read."""
-        return self._worker is not None
+        return self.job.busy
 
     @property
     def preset(self) -> WindowPreset:
@@ -283,29 +285,11 @@ class OpenStudyWidget(QWidget):
         return True
 
     def _start(self, func, *args, on_returned=None, on_yielded=None, what: str = "", **kwargs) -> None:
-        if self.busy:
-            self._error("Still reading the previous file; wait for it to finish.")
-            return
-        self.status.setText(what + "…")
-        self._worker = start_worker(
-            func,
-            *args,
-            inputs=self.inputs,
-            on_returned=on_returned,
-            on_yielded=on_yielded,
-            on_error=self._error,
-            on_finished=self._finished,
-            description=what,
-            **kwargs,
-        )
-
-    def _finished(self) -> None:
-        self._worker = None
+        self.job.start(func, *args, starting=what + "…", on_returned=on_returned, on_progress=on_yielded,
+                       description=what, **kwargs)  # fmt: skip
 
     def _error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)
 
     # -------------------------------------------------------------------------------- results (GUI thread)
     def _image_loaded(self, result: jobs.ImageResult) -> None:
@@ -339,7 +323,7 @@ class OpenStudyWidget(QWidget):
 
     def _progressed(self, report: Progress) -> None:
         if report.message:
-            self.status.setText(f"{report.message} ({report.step}/{report.total})…")
+            self.job.report(report, f"{report.message} ({report.step}/{report.total})…")
 
     def _probabilities_loaded(self, result: jobs.ProbabilityResult) -> None:
         for layer_data in result.layers:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Labels, Layer
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -46,6 +46,7 @@ from ..errors import GeometryMismatch, InvalidInput, SegUncError
 from ..io._npe2 import LayerData
 from ..uncertainty.regions import Region
 from ..volume import Volume, check_same_grid
+from ._jobs import DockJob
 from ._layers import LABEL_ROLES, LayerRole, has_layer, layer_id, layers_with_role, role_of, same_layer, volume_of
 from ._maps import MapsBox
 from ._uncertainty_jobs import (
@@ -59,7 +60,7 @@ from ._uncertainty_jobs import (
 )
 from ._view import BoundKeys, CompareView, focus_region
 from ._widgets import CheckList, fill, form, hbox, layer_combo
-from ._worker import add_layers_one_per_turn, start_worker, status_label
+from ._worker import status_label
 
 if TYPE_CHECKING:
     import napari
@@ -86,8 +87,6 @@ class UncertaintyWidget(QWidget):
         self.viewer = napari_viewer
         self.regions: list[Region] = []
         self.compare = CompareView(napari_viewer)
-        self._worker: Any = None
-        self._adding = False  # layers of a result still going in (one per event-loop turn)
         self._queue_layer: Layer | None = None  # the map the table's regions were found on
         self._queue_image = ""  # id of the image they belong to
         self._seg_picked = False  # the user chose a segmentation: keep it
@@ -127,6 +126,7 @@ class UncertaintyWidget(QWidget):
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.status = status_label("Maps come from the Ensemble or MedSAM2 widgets, raters from Open study.")
+        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress)
         self._layout()
 
         self.seg_combo.activated.connect(self._seg_chosen)
@@ -178,7 +178,7 @@ class UncertaintyWidget(QWidget):
     @property
     def busy(self) -> bool:
         """A job runs, or its layers are still being added."""
-        return self._worker is not None or self._adding
+        return self.job.busy
 
     def layer(self, name: str) -> Layer | None:
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
@@ -372,34 +372,22 @@ class UncertaintyWidget(QWidget):
         kinds = {kwargs["metadata"].get(DERIVED) for _data, kwargs, _type in layers}
         for layer in [x for x in self.viewer.layers if x.metadata.get(DERIVED) in kinds]:
             self.viewer.layers.remove(layer)
-        self._adding = True
-        add_layers_one_per_turn(self.viewer, layers, then=lambda: self._done(message))
+        self.job.add_layers(self.viewer, layers, then=lambda: self._done(message))
 
     def _done(self, message: str) -> None:
-        self._adding = False
-        self.status.setText(message)
+        self.progress.setValue(1)
+        self.job.show(message)
         show_info(message)
 
     def start(self, func: Callable, *args: Any, on_returned: Callable, what: str, **kwargs: Any) -> None:
-        self.progress.setRange(0, 0)
-        self.status.setText(what + "…")
-        self._worker = start_worker(func, *args, inputs=self.inputs, on_returned=on_returned, on_error=self._error,
-                                    on_finished=self._finished, **kwargs)  # fmt: skip
-
-    def _finished(self) -> None:
-        self._worker = None
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        """Run `func` in this dock's job (a busy bar: these jobs are single calls)."""
+        self.job.start(func, *args, starting=what + "…", on_returned=on_returned, steps=None, **kwargs)
 
     def refuse_if_busy(self) -> bool:
-        if self.busy:
-            self._error("Still working on the previous request; wait for it to finish.")
-        return self.busy
+        return self.job.refuse_if_busy()
 
     def _error(self, message: str) -> None:
-        log.warning("%s", message)
-        self.status.setText(message)
-        show_error(message)
+        self.job.error(message)
 
     def arm(self) -> None:
         """Bind N / Shift-N on the viewer and follow its layers (done on creation, and when docked again)."""

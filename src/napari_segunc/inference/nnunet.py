@@ -149,7 +149,8 @@ def _load_checkpoint(path: Path, trust: bool) -> dict:
         if not trust:
             raise InvalidInput(
                 f"{path} holds Python objects beyond tensors and plain values, so loading it means unpickling, which "
-                "can run code. If you trust where it comes from, pass --trust-checkpoint."
+                "can run code. If you trust where it comes from, tick 'trust these checkpoints' in the Ensemble dock "
+                "(command line: --trust-checkpoint)."
             ) from None
         log.warning("unpickling %s fully (trusted by the user)", path)
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
