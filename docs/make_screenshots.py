@@ -8,6 +8,7 @@ MedSAM2's architecture (no checkpoint can be shipped), so its screenshot shows t
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +38,9 @@ def main() -> int:
     from napari_segunc._qt._layers import LayerRole, role_of
 
     OUT.mkdir(exist_ok=True)
+    # a fresh profile (settings, autosaved review sessions): a session left by an earlier run would be offered back
+    # in a dialog when the phantom opens, and wait for a click
+    os.environ["SEGUNC_CONFIG_DIR"] = tempfile.mkdtemp(prefix="segunc_screenshots_")
     viewer = napari.Viewer(show=True, title="napari-segunc")
     viewer.window.resize(1600, 1000)
     app = QApplication.instance()
@@ -102,6 +106,7 @@ def main() -> int:
     for layer in viewer.layers:
         layer.visible = role_of(layer) in (LayerRole.IMAGE, LayerRole.BOXES) or layer.name == "ensemble segmentation"
     z = med.prompts().organ("liver").key_z
+    viewer.reset_view()  # the whole slice (the review queue's jump zoomed in on a region)
     viewer.dims.set_current_step(0, z)
     shot("medsam2")
 

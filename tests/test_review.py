@@ -147,3 +147,13 @@ def test_killing_the_process_loses_at_most_the_change_being_written(study, tmp_p
     # the annotation on disk is the state after some complete edit k ≥ 3: slice k % Z holds label 1 + k % 5
     assert not any(p.name.startswith(".") for p in folder.iterdir() if p.is_file())
     assert labels.max() >= 1 and set(np.unique(labels)) <= {0, 1, 2, 3, 4, 5}
+
+
+def test_sessions_live_beside_the_settings_unless_told(monkeypatch, tmp_path):
+    from napari_segunc.review import session_root
+
+    monkeypatch.delenv("SEGUNC_SESSION_DIR", raising=False)
+    monkeypatch.setenv("SEGUNC_CONFIG_DIR", str(tmp_path / "profile"))
+    assert session_root() == tmp_path / "profile" / "sessions"  # a fresh profile starts with no sessions
+    monkeypatch.setenv("SEGUNC_SESSION_DIR", str(tmp_path / "elsewhere"))
+    assert session_root() == tmp_path / "elsewhere"

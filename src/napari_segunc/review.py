@@ -210,7 +210,10 @@ class WorkingAnnotation:
 
 
 def session_root() -> Path:
-    return Path(os.environ.get(SESSION_ENV) or Path.home() / ".napari-segunc" / "sessions")
+    """``$SEGUNC_SESSION_DIR``, else ``sessions/`` beside the settings (``$SEGUNC_CONFIG_DIR``, ``~/.napari-segunc``)."""
+    from .settings import settings_path
+
+    return Path(os.environ.get(SESSION_ENV) or settings_path().parent / "sessions")
 
 
 class SessionStore:

@@ -160,3 +160,48 @@ def test_errors_are_shown_and_the_widget_carries_on(make_napari_viewer, phantom_
     assert set(widget.written) == {"labels", "report"} and widget.export_button.isEnabled()
     assert "no box prompts" in widget.status.text() and "no metrics table" in widget.status.text()
     np.testing.assert_array_equal(read_volume(planned["labels"], kind="labels").data, phantom_study.truth.data)
+
+
+def test_an_annotation_started_after_the_dock_opened_is_its_default(make_napari_viewer, phantom_study, wait_idle,
+                                                                   tmp_path, shown):  # fmt: skip
+    """The workspace path: every dock tabbed open from the start, the first Accept comes later."""
+    viewer = make_napari_viewer()
+    data, kwargs, _ = volume_layer_data(phantom_study.image)
+    image_layer = viewer.add_image(data, **kwargs)
+    _, widget = open_dock(viewer, "Export")
+    assert widget.labels_combo.currentData() == ""  # nothing to export yet
+    state = _review(viewer, image_layer, phantom_study.truth.data)
+    assert widget.labels_combo.currentData() == state.layer.name
+    widget.prompts_check.setChecked(False)
+    widget.metrics_check.setChecked(False)
+    widget.report_check.setChecked(False)
+    planned = widget.export(tmp_path / "late")
+    wait_idle(widget)
+    assert not shown and set(widget.written) == {"labels"} == set(planned)
+    assert np.array_equal(read_volume(planned["labels"], kind="labels").data, state.annotation.data)
+
+
+def test_the_canvas_legend_follows_what_is_shown(make_napari_viewer, phantom_study, qtbot):
+    from napari_segunc._qt._layers import add_layer
+    from napari_segunc.io._npe2 import rater_layer_data
+    from napari_segunc.uncertainty.layers import segmentation_layer
+
+    viewer = make_napari_viewer()
+    data, kwargs, _ = volume_layer_data(phantom_study.image)
+    viewer.add_image(data, **kwargs)
+    raters = [add_layer(viewer, rater_layer_data(r, i)) for i, r in enumerate(phantom_study.raters)]
+    entropy = np.random.default_rng(0).uniform(0, np.log(6), phantom_study.image.shape).astype(np.float32)
+    entropy_layer = add_layer(viewer, map_layer("entropy", entropy, phantom_study.image, n_classes=6))
+    seg = add_layer(viewer, segmentation_layer(phantom_study.truth.data, phantom_study.image, name="model"))
+    text = viewer.canvas.overlays["text"]
+    qtbot.waitUntil(lambda: "colour bar" in text.text, timeout=5_000)
+    assert viewer.layers.selection.active.name == entropy_layer.name  # its controls, not the last layer's
+    assert raters[1].name + " magenta" in text.text and "organ colours: model" in text.text
+    raters[1].visible = False
+    entropy_layer.visible = False
+    seg.visible = False
+    assert raters[1].name not in text.text and raters[0].name in text.text
+    assert "colour bar" not in text.text and "organ colours" not in text.text
+    for layer in raters:
+        layer.visible = False
+    assert not text.visible

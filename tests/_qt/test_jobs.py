@@ -53,6 +53,7 @@ def test_a_job_disables_its_inputs_refuses_a_second_and_shows_its_result(dock, q
     release.set()
     qtbot.waitUntil(lambda: not dock.job.busy, timeout=10_000)
     assert results == [3] and dock.edit.isEnabled() and not dock.cancel.isEnabled()
+    assert dock.bar.value() == dock.bar.maximum() == 3  # done is 100 %, whichever report was shown last
 
 
 def test_cancel_stops_between_steps(dock, qtbot):

@@ -126,6 +126,8 @@ class DockJob:
 
         def returned(result: Any) -> None:
             self._drop_progress()  # a late progress display must not cover the result's message
+            if result is not None and self.progress is not None and self.progress.maximum() > 0:
+                self.progress.setValue(self.progress.maximum())  # done: the last report may not have been shown
             if on_returned is not None:
                 on_returned(result)
 

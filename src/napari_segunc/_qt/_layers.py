@@ -154,13 +154,19 @@ def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, 
     if metadata.get(CONTOUR):
         layer.contour = int(metadata[CONTOUR])
         layer.opacity = 1.0
-    if legend and role_of(layer) in (LayerRole.MAP, LayerRole.RATER):
+    if role_of(layer) in _LEGEND_ROLES:  # the legend names what is shown: it follows each such layer's visibility
+        layer.events.visible.connect(lambda _event: show_legend(viewer))
+    if legend and role_of(layer) in _LEGEND_ROLES:
         # on a later turn of the event loop: drawing a colour bar the first time costs ~0.5 s in software OpenGL, on
         # top of the new layer's own visual (the docks add layers one per turn so that the window never stalls)
         from qtpy.QtCore import QTimer
 
         QTimer.singleShot(0, lambda: show_colorbar(viewer, [layer]))
     return layer
+
+
+#: roles of the layers the canvas legend describes
+_LEGEND_ROLES = (LayerRole.MAP, LayerRole.RATER, LayerRole.SEGMENTATION)
 
 
 def show_colorbar(viewer: Any, layers: Sequence[Layer]) -> None:
@@ -172,7 +178,9 @@ def show_colorbar(viewer: Any, layers: Sequence[Layer]) -> None:
             if other is not maps[-1] and other.colorbar.visible:
                 other.colorbar.visible = False
         maps[-1].colorbar.visible = True
-    if maps or any(role_of(x) is LayerRole.RATER for x in layers):
+        # selected: the layer controls show the map on screen, not the last (hidden) layer added
+        viewer.layers.selection.active = maps[-1]
+    if maps or any(role_of(x) in _LEGEND_ROLES for x in layers):
         show_legend(viewer)
 
 
@@ -195,6 +203,9 @@ def show_legend(viewer: Any) -> None:
     raters = [x for x in layers_with_role(viewer.layers, LayerRole.RATER) if x.visible]
     if raters:
         lines.append("outlines: " + ", ".join(f"{x.name} {rater_color_name(x)}".strip() for x in raters))
+    segmentations = [x.name for x in layers_with_role(viewer.layers, LayerRole.SEGMENTATION) if x.visible]
+    if segmentations:
+        lines.append("organ colours: " + ", ".join(segmentations))
     for layer in layers_with_role(viewer.layers, LayerRole.MAP):
         if layer.visible and layer.colorbar.visible:
             unit = layer.metadata.get(UNIT, "")

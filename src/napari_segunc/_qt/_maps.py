@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QGroupBox,
-    QLabel,
     QListWidgetItem,
     QSlider,
     QSpinBox,
@@ -63,7 +62,7 @@ class MapsBox(QGroupBox):
 
         self.setLayout(form(("Queue map:", self.map_combo), ("Show:", self.map_list),
                             ("Opacity:", self.opacity_slider),
-                            ("Unit:", hbox(self.unit_combo, QLabel("classes C:"), self.classes_spin)),
+                            ("Unit:", self.unit_combo), ("Classes C:", self.classes_spin),
                             ("Threshold:", hbox(self.threshold_slider, self.threshold_spin))))  # fmt: skip
 
         self.map_combo.activated.connect(self._picked)

@@ -27,7 +27,7 @@ from ._layers import LayerRole, add_layer, layer_id, volume_of
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ReviewState", "annotation_name", "find_review", "image_volume", "review_for"]
+__all__ = ["ReviewState", "annotation_layer", "annotation_name", "find_review", "image_volume", "review_for"]
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,18 @@ def annotation_name(image_layer: Image) -> str:
 
 def find_review(viewer: napari.Viewer, image_layer: Image) -> ReviewState | None:
     """The review state of `image_layer` in `viewer`, if one was started."""
+    layer = annotation_layer(viewer, image_layer)
+    return layer.metadata[REVIEW] if layer is not None else None
+
+
+def annotation_layer(viewer: napari.Viewer, image_layer: Image) -> Labels | None:
+    """The working annotation layer of `image_layer` in `viewer` (the labels layer holding its review state; found
+    from the moment it is inserted, so docks refreshing on napari's ``inserted`` event see it)."""
     ident = layer_id(image_layer)
     for layer in viewer.layers:
         state = layer.metadata.get(REVIEW) if isinstance(layer, Labels) else None
         if state is not None and state.image_id == ident:
-            return state
+            return layer
     return None
 
 
@@ -108,9 +115,11 @@ def review_for(
     kwargs = grid.napari_kwargs()
     kwargs["name"] = annotation_name(image_layer)
     kwargs["colormap"] = label_colormap()
+    # the state is in the metadata before the layer is inserted: docks that refresh on insertion find it
+    state = ReviewState(layer_id(image_layer), None, annotation, store, prompts)  # type: ignore[arg-type]
+    kwargs["metadata"] = {**kwargs.get("metadata", {}), REVIEW: state}
     layer = add_layer(viewer, (annotation.data, kwargs, "labels"), role=LayerRole.ANNOTATION, image=image_layer)
-    state = ReviewState(layer_id(image_layer), layer, annotation, store, prompts)
-    layer.metadata[REVIEW] = state
+    state.layer = layer
     annotation.on_change = layer.refresh
     annotation.history.listeners.append(state.autosave)
     return state

@@ -11,9 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLayout, QListWidget, QListWidgetItem, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLayout,
+    QListWidget,
+    QListWidgetItem,
+    QTableWidget,
+    QWidget,
+)
 
-__all__ = ["CheckList", "fill", "form", "hbox", "layer_combo", "narrow_combo"]
+__all__ = ["CheckList", "fill", "fit_columns", "form", "hbox", "layer_combo", "narrow_combo"]
 
 #: Characters a shrunken combo box still shows (the rest is elided; the tooltip holds the whole text).
 COMBO_CHARS = 12
@@ -25,6 +35,18 @@ def narrow_combo(combo: QComboBox, chars: int = COMBO_CHARS) -> QComboBox:
     combo.setMinimumContentsLength(chars)
     combo.currentTextChanged.connect(combo.setToolTip)
     return combo
+
+
+def fit_columns(table: QTableWidget, *, stretch: int, tips: Sequence[str] = ()) -> None:
+    """A table that fits its dock's width: column `stretch` takes the room left, the others their contents; no row
+    numbers (the tables have their own first column); `tips` explain the (short) headers."""
+    header = table.horizontalHeader()
+    for column in range(table.columnCount()):
+        mode = QHeaderView.ResizeMode.Stretch if column == stretch else QHeaderView.ResizeMode.ResizeToContents
+        header.setSectionResizeMode(column, mode)
+    table.verticalHeader().setVisible(False)
+    for column, tip in enumerate(tips):
+        table.horizontalHeaderItem(column).setToolTip(tip)
 
 
 def layer_combo() -> QComboBox:

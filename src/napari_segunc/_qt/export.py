@@ -46,8 +46,8 @@ from ..report.case import CaseExport, describe, plan_case_files, write_case_file
 from ..settings import get_setting, set_setting
 from ..volume import Volume, VolumeKind, check_same_grid
 from ._jobs import DockJob
-from ._layers import has_layer, same_layer
-from ._session import find_review, image_volume
+from ._layers import same_layer
+from ._session import annotation_layer, find_review, image_volume
 from ._widgets import layer_combo
 from ._worker import status_label
 
@@ -174,9 +174,15 @@ class ExportWidget(QWidget):
         return self.viewer.layers[name]
 
     def labels_layer(self) -> Labels | None:
-        """The labels layer to export: the chosen one (by default the image's working annotation)."""
+        """The labels layer to export: the chosen one (by default the image's working annotation, also when it
+        was started after the list was filled)."""
         name = self.labels_combo.currentData()
-        return self.viewer.layers[name] if name and name in self.viewer.layers else None
+        if name and name in self.viewer.layers:
+            return self.viewer.layers[name]
+        try:
+            return annotation_layer(self.viewer, self.image_layer())
+        except InvalidInput:
+            return None
 
     def map_layers(self, image: Volume) -> list[Image]:
         """The uncertainty map layers on `image`'s grid (float image layers with ``segunc_map``)."""
@@ -208,8 +214,7 @@ class ExportWidget(QWidget):
             self.labels_combo.addItem("(no image)", "")
             self.maps_check.setText("uncertainty maps")
             return
-        state = find_review(self.viewer, image_layer)
-        annotation = state.layer if state is not None and has_layer(self.viewer.layers, state.layer) else None
+        annotation = annotation_layer(self.viewer, image_layer)
         if annotation is not None:
             self.labels_combo.addItem(f"{annotation.name} (working annotation)", annotation.name)
         else:

@@ -44,7 +44,7 @@ from ._layers import LayerRole, add_layer, layers_with_role, same_layer
 from ._medsam2_job import medsam2_job
 from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
-from ._widgets import layer_combo
+from ._widgets import fit_columns, layer_combo
 from ._worker import import_in_gui_thread, status_label
 
 if TYPE_CHECKING:
@@ -96,6 +96,7 @@ class MedSAM2Widget(QWidget):
         self.strategy_combo.setCurrentText("B")
         self.organ_table = QTableWidget(0, 4)
         self.organ_table.setHorizontalHeaderLabels(["organ", "label", "slices", "boxes"])
+        fit_columns(self.organ_table, stretch=0)
         self.organ_name, self.organ_label = QLineEdit(), QLineEdit()
         self.organ_name.setPlaceholderText("organ name")
         self.organ_label.setPlaceholderText("label")

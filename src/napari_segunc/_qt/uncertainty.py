@@ -59,7 +59,7 @@ from ._uncertainty_jobs import (
     rater_job,
 )
 from ._view import BoundKeys, CompareView, focus_region
-from ._widgets import CheckList, fill, form, hbox, layer_combo
+from ._widgets import CheckList, fill, fit_columns, form, hbox, layer_combo
 from ._worker import status_label
 
 if TYPE_CHECKING:
@@ -71,7 +71,16 @@ log = logging.getLogger(__name__)
 
 NONE = "(none)"
 NEXT_KEY, PREVIOUS_KEY = "N", "Shift-N"
-QUEUE_COLUMNS = ("rank", "structure", "voxels", "ml", "slice", "summed uncertainty")
+QUEUE_COLUMNS = ("#", "structure", "voxels", "ml", "z", "Σ map")
+QUEUE_TIPS = ("rank: 1 is reviewed first", "the structure of the segmentation the region lies in",
+              "voxels in the region", "volume in millilitres", "the axial slice with the most uncertainty",
+              "summed uncertainty: the map's values added over the region (what ranks it)")  # fmt: skip
+
+
+def _wrapped(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    return label
 
 
 class UncertaintyWidget(QWidget):
@@ -115,6 +124,7 @@ class UncertaintyWidget(QWidget):
         self.find_button = QPushButton("Find regions")
         self.table = QTableWidget(0, len(QUEUE_COLUMNS))
         self.table.setHorizontalHeaderLabels(list(QUEUE_COLUMNS))
+        fit_columns(self.table, stretch=1, tips=QUEUE_TIPS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -144,9 +154,10 @@ class UncertaintyWidget(QWidget):
     def _layout(self) -> None:
         raters = form(("Raters:", self.rater_list), ("Segmentation:", self.seg_combo),
                       hbox(self.staple_check, self.soft_check), self.raters_button)  # fmt: skip
-        queue = form(("Select:", hbox(self.mode_combo, self.quantile_spin)), ("Min. voxels:", self.min_voxels_spin),
-                     self.find_button, self.table, hbox(self.previous_button, self.next_button))  # fmt: skip
-        compare = form(QLabel("Each ticked layer in its own cell over the image:"), self.compare_list,
+        queue = form(("Select:", self.mode_combo), ("Quantile:", self.quantile_spin),
+                     ("Min. voxels:", self.min_voxels_spin), self.find_button, self.table,
+                     hbox(self.previous_button, self.next_button))  # fmt: skip
+        compare = form(_wrapped("Each ticked layer in its own cell over the image:"), self.compare_list,
                        self.compare_button)  # fmt: skip
         for widget, height in ((self.rater_list, 110), (self.compare_list, 110), (self.maps.map_list, 90)):
             widget.setMaximumHeight(height)
