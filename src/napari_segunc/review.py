@@ -210,7 +210,8 @@ class WorkingAnnotation:
 
 
 def session_root() -> Path:
-    """``$SEGUNC_SESSION_DIR``, else ``sessions/`` beside the settings (``$SEGUNC_CONFIG_DIR``, ``~/.napari-segunc``)."""
+    """``$SEGUNC_SESSION_DIR``, else ``sessions/`` beside the settings (``$SEGUNC_CONFIG_DIR`` or
+    ``~/.napari-segunc``)."""
     from .settings import settings_path
 
     return Path(os.environ.get(SESSION_ENV) or settings_path().parent / "sessions")
