@@ -55,7 +55,12 @@ def layer_combo() -> QComboBox:
 
 
 class CheckList(QListWidget):
-    """Names with check boxes; a name keeps its state across refreshes."""
+    """Names with check boxes; a name keeps its state across refreshes. A name too long for the dock is cut at
+    its end (its tooltip holds it whole) rather than giving the list a horizontal scrollbar."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
 
     def set_names(self, names: Sequence[str], default: Callable[[str], bool]) -> None:
         state = {self.item(i).text(): self.item(i).checkState() for i in range(self.count())}
@@ -63,6 +68,7 @@ class CheckList(QListWidget):
         self.clear()
         for name in names:
             item = QListWidgetItem(name)
+            item.setToolTip(name)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(state.get(name, Qt.Checked if default(name) else Qt.Unchecked))
             self.addItem(item)
