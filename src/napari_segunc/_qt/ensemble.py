@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -52,7 +51,6 @@ __all__ = ["EnsembleWidget", "ensemble_job"]
 #: opens, on the GUI thread, with triton kept away from Mesa's LLVM (`keep_triton_away_from_mesa`).
 NATIVE_MODULES = ("torch", "nnunetv2.inference.predict_from_raw_data", "nnunetv2.training.nnUNetTrainer.nnUNetTrainer")
 
-log = logging.getLogger(__name__)
 
 DEMO, FOLDERS, FILE = "demo", "folders", "file"
 _SOURCES = {

@@ -19,7 +19,6 @@ nothing is ever overwritten. The writes run in a worker (`napari_segunc.report.c
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ExportWidget"]
 
-log = logging.getLogger(__name__)
 
 FOLDER_SETTING = "export_folder"
 Rows = list[dict[str, Any]]

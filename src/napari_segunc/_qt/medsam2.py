@@ -11,7 +11,6 @@ the annotation and the boxes are autosaved. The checkpoint path is remembered.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MedSAM2Widget"]
 
-log = logging.getLogger(__name__)
 #: Imported when the widget opens, on the GUI thread: a first import inside the worker holds Python's import lock
 #: while napari's GUI thread may need it (a 0.2 s stall measured), and torch must see triton kept from Mesa's LLVM.
 NATIVE_MODULES = (

@@ -12,7 +12,6 @@ probabilities only overlap, surface and volume metrics get values. `MetricsWidge
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MetricsWidget"]
 
-log = logging.getLogger(__name__)
 
 NONE, METADATA, LAYER = "none", "metadata", "layer"  # kinds of probabilities source
 _MODES = {Mode.NATIVE: "native (docs/metrics.md)", Mode.CURVAS: "CURVAS 2024 (official evaluation)"}

@@ -9,7 +9,6 @@ review session is opened, the widget offers to restore it (`ask_restore`).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenStudyWidget"]
 
-log = logging.getLogger(__name__)
 
 _IMAGE_FILTER = "Medical images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"
 _LABEL_FILTER = "Label maps (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"

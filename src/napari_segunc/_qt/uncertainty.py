@@ -18,7 +18,6 @@ message and nothing is added or resampled. Results are added one layer per turn 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +66,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MapUnit", "QueueMode", "UncertaintyWidget"]
 
-log = logging.getLogger(__name__)
 
 NONE = "(none)"
 NEXT_KEY, PREVIOUS_KEY = "N", "Shift-N"
