@@ -384,6 +384,7 @@ def write_phantom(study: PhantomStudy, out_dir: str | os.PathLike, *, overwrite:
         (organ name → label value). Every file is written atomically.
     """
     from .io import atomic_write, write_volume
+    from .io.outputs import relocate, staged_folder
 
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
@@ -398,10 +399,10 @@ def write_phantom(study: PhantomStudy, out_dir: str | os.PathLike, *, overwrite:
             f"A phantom study already exists in {out} ({', '.join(existing)}); choose another folder or pass "
             "overwrite (--overwrite) to replace it."
         )
-    out.mkdir(parents=True, exist_ok=True)
-    for name, vol in volumes.items():
-        write_volume(vol, paths[name], overwrite=overwrite)
-    text = json.dumps(study.labels, indent=2) + "\n"
-    atomic_write(paths["labels"], lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite)
+    with staged_folder(out, overwrite=overwrite) as stage:  # the whole study appears at once, or nothing
+        for name, vol in volumes.items():
+            write_volume(vol, stage / paths[name].name)
+        text = json.dumps(study.labels, indent=2) + "\n"
+        atomic_write(stage / "labels.json", lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=False)
     log.info("wrote phantom seed=%d to %s", study.seed, out)
-    return paths
+    return relocate({k: stage / v.name for k, v in paths.items()}, stage, out)

@@ -106,10 +106,60 @@ def read_probabilities(
         except GeometryMismatch as exc:
             raise GeometryMismatch(f"Probability map {p} does not belong to the reference image: {exc}") from None
         grid = reference.with_data(np.zeros(reference.shape, np.uint8), kind=VolumeKind.FLOAT_MAP, name=p.name)
+    if data.dtype.kind == "f":
+        bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise InvalidInput(
+                f"{p} holds {bad} NaN or infinite probabilities; the model or export that wrote it failed, so "
+                "predict this case again."
+            )
     return ProbabilityMap(data=data, grid=grid, path=str(p))
 
 
+def _check_npz_sizes(p: Path) -> None:
+    """Refuse an .npz whose array header declares more bytes than the file holds or than memory has, before
+    allocating anything (a corrupt header can declare petabytes)."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            info = zf.getinfo("probabilities.npy")
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                fmt = np.lib.format
+                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+                shape, _, dtype = read(fh)
+                header = fh.tell()
+    except (KeyError, zipfile.BadZipFile, OSError, EOFError, ValueError):
+        return  # np.load explains below
+    need = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
+    if need + header > info.file_size:
+        raise InvalidInput(
+            f"{p} is corrupt: its array header declares {shape} ({_size(need)}) but the file holds "
+            f"{_size(info.file_size)}; export it again."
+        )
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise InvalidInput(
+            f"{p} holds probabilities of shape {shape} ({_size(need)}), more than the {_size(avail)} of memory "
+            "available; close other programs or use a machine with more memory."
+        )
+
+
+def _size(n: int) -> str:
+    for unit, f in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= f:
+            return f"{n / f:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _available_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _read_npz(p: Path, reference: Volume | None, trust_pickle: bool):
+    _check_npz_sizes(p)
     try:
         with np.load(p, allow_pickle=False) as npz:
             if "probabilities" not in npz.files:
@@ -214,4 +264,4 @@ def write_probabilities(
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
     img.header.set_xyzt_units("mm")
-    return atomic_write(Path(path), lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite)
+    return atomic_write(Path(path), lambda tmp: nib.save(img, str(tmp)), overwrite=overwrite, nifti=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import gzip
 import logging
 import os
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +22,7 @@ __all__ = [
     "SUPPORTED_SUFFIXES",
     "detect_format",
     "list_dicom_series",
+    "read_policy",
     "read_volume",
 ]
 
@@ -32,6 +37,31 @@ SUPPORTED_SUFFIXES = {
     ".mhd": FileFormat.MHD,
 }
 _SUPPORTED_TEXT = ".nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd or a DICOM folder"
+_GZIP_ERRORS = (EOFError, OSError, gzip.BadGzipFile, zlib.error)
+#: a label map with more distinct values than this is an image read as labels (TotalSegmentator v2 has 117 classes)
+MAX_LABELS = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadPolicy:
+    """What the readers accept beyond exact files, each only when the user asked for it (CLI options)."""
+
+    replace_nonfinite: bool = False  # NaN/±Inf image voxels become 0, with a warning (otherwise refused)
+    accept_dicom_gaps: bool = False  # DICOM series with missing, duplicate or uneven slices (otherwise refused)
+
+
+_POLICY: contextvars.ContextVar[ReadPolicy] = contextvars.ContextVar("segunc_read_policy", default=ReadPolicy())  # noqa: B039 - frozen
+
+
+@contextlib.contextmanager
+def read_policy(*, replace_nonfinite: bool = False, accept_dicom_gaps: bool = False) -> Iterator[ReadPolicy]:
+    """Within the block, `read_volume` applies this policy (``--replace-nonfinite``, ``--accept-dicom-gaps``)."""
+    policy = ReadPolicy(replace_nonfinite, accept_dicom_gaps)
+    token = _POLICY.set(policy)
+    try:
+        yield policy
+    finally:
+        _POLICY.reset(token)
 
 
 def _suffix(path: Path) -> str:
@@ -133,12 +163,17 @@ def read_volume(
     fmt = detect_format(p)
     if fmt is None:
         raise InvalidInput(f"{p} has an unsupported extension '{_suffix(p) or '(none)'}'; use {_SUPPORTED_TEXT}.")
+    policy = _POLICY.get()
+    float_map = kind is not None and VolumeKind(kind) is VolumeKind.FLOAT_MAP
+    nonfinite = 0
     if fmt is FileFormat.DICOM:
-        image, dicom_modality, sid = _read_dicom(p, series_id)
+        image, dicom_modality, sid = _read_dicom(p, series_id, accept_gaps=policy.accept_dicom_gaps)
     else:
-        image = _read_file(p)
+        image, nonfinite = _read_file(p)
         dicom_modality, sid = "", None
     _check_3d(image, p)
+    if not float_map:
+        image = _check_finite(image, p, nonfinite, replace=policy.replace_nonfinite)
 
     source = SourceGeometry(
         path=str(p),
@@ -151,6 +186,8 @@ def read_volume(
     )
     if name is None:
         name = p.name[: -len(_suffix(p))] if fmt is not FileFormat.DICOM else p.name
+    if kind is not None and VolumeKind(kind) is VolumeKind.LABELS:
+        _check_label_like(image, p)
     vol = Volume.from_sitk(image, source=source, kind=VolumeKind(kind) if kind else None, name=name)
     if modality is not None:
         vol.modality = Modality(modality)
@@ -163,20 +200,36 @@ def read_volume(
 
 
 def _read_file(p: Path):
+    """The SimpleITK image of a file, and (NIfTI) its count of NaN/±Inf voxels, which ITK reads as 0."""
     import SimpleITK as sitk
 
     if p.stat().st_size == 0:
         raise InvalidInput(f"{p} is empty (0 bytes); the copy or export that made it probably failed.")
-    if SUPPORTED_SUFFIXES[_suffix(p)] is FileFormat.NIFTI:
-        _check_nifti_complete(p)  # ITK reads a truncated NIfTI silently, padding it with garbage
+    nifti = SUPPORTED_SUFFIXES[_suffix(p)] is FileFormat.NIFTI
+    header = nonfinite = None
+    if nifti:  # ITK reads a truncated NIfTI silently, padding it with garbage, and zeroes NaN
+        header, nonfinite = _check_nifti_complete(p)
     try:
-        return sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
         raise InvalidInput(_explain_read_failure(p, exc)) from None
+    if header is not None:
+        _check_affine_kept(p, header, image)
+    return image, nonfinite or 0
 
 
-def _check_nifti_complete(p: Path) -> None:
-    """Raise `InvalidInput` when a NIfTI file holds fewer voxel bytes than its header announces."""
+_TRUNCATED_GZIP = (
+    "{p} is a truncated or corrupt gzip file; copy it again from its source (the download or transfer was probably "
+    "cut short)."
+)
+
+
+def _check_nifti_complete(p: Path):
+    """Raise `InvalidInput` unless the NIfTI file holds every voxel byte its header announces, intact.
+
+    Returns (nibabel header image, number of NaN/±Inf voxels): the voxels are scanned while checking, so a float
+    image's non-finite values are counted before SimpleITK replaces them by 0.
+    """
     import nibabel as nib
 
     with open(p, "rb") as fh:
@@ -184,27 +237,139 @@ def _check_nifti_complete(p: Path) -> None:
     if _suffix(p) == ".nii.gz" and not gzipped:
         raise InvalidInput(f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it.")
     try:
-        proxy = nib.load(str(p)).dataobj  # its offset accounts for header extensions
-        expected = int(proxy.offset) + int(np.prod(proxy.shape)) * int(proxy.dtype.itemsize)
-    except Exception:  # noqa: BLE001 - any header failure means "not a NIfTI"; ITK then explains
-        return
+        img = nib.load(str(p))
+        proxy = img.dataobj  # its offset accounts for header extensions
+        offset, dtype = int(proxy.offset), np.dtype(proxy.dtype)
+        expected = offset + int(np.prod(proxy.shape)) * int(dtype.itemsize)
+    except Exception:  # noqa: BLE001 - a header nibabel cannot parse: cut inside it, or not a NIfTI
+        if gzipped:
+            _read_all_gzip(p)
+            raise InvalidInput(
+                f"{p} decompresses but is not a readable NIfTI image; it may be truncated or another format."
+            ) from None
+        raise InvalidInput(
+            f"{p} is not a readable NIfTI image: its header is cut short or of another format; copy it again from "
+            "its source or re-export it."
+        ) from None
+    is_float = dtype.kind == "f"
+    nonfinite = 0
     if gzipped:
-        got = 0
+        got, rest = 0, b""
         try:
             with gzip.open(p, "rb") as fh:
                 while chunk := fh.read(1 << 22):
+                    start = got
                     got += len(chunk)
-        except (EOFError, OSError, gzip.BadGzipFile):
-            raise InvalidInput(
-                f"{p} is a truncated or corrupt gzip file; copy it again from its source "
-                "(the download or transfer was probably cut short)."
-            ) from None
+                    if is_float and got > offset:
+                        buf = rest + chunk[max(0, offset - start) :]
+                        n = len(buf) // dtype.itemsize * dtype.itemsize
+                        values = np.frombuffer(buf[:n], dtype=dtype)
+                        nonfinite += int(values.size - np.count_nonzero(np.isfinite(values)))
+                        rest = buf[n:]
+        except _GZIP_ERRORS:
+            raise InvalidInput(_TRUNCATED_GZIP.format(p=p)) from None
     else:
         got = p.stat().st_size
+        if is_float and got >= expected:
+            values = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=(int(np.prod(proxy.shape)),))
+            for i in range(0, values.size, 1 << 22):
+                part = values[i : i + (1 << 22)]
+                nonfinite += int(part.size - np.count_nonzero(np.isfinite(part)))
+            del values
     if got < expected:
         raise InvalidInput(
             f"{p} is truncated: it holds {got} bytes of image data and header where its header announces "
             f"{expected}; copy it again from its source."
+        )
+    return img, nonfinite
+
+
+def _read_all_gzip(p: Path) -> None:
+    try:
+        with gzip.open(p, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except _GZIP_ERRORS:
+        raise InvalidInput(_TRUNCATED_GZIP.format(p=p)) from None
+
+
+def _check_affine_kept(p: Path, header, image) -> None:
+    """Warn when ITK's grid differs from the NIfTI affine (a sheared affine is made orthogonal), naming by how much."""
+    if image.GetDimension() != 3:
+        return  # refused by _check_3d
+    size = np.asarray(image.GetSize(), float)
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    itk = np.eye(4)
+    itk[:3, :3] = direction * np.asarray(image.GetSpacing(), float)
+    itk[:3, 3] = image.GetOrigin()
+    itk[:2] *= -1  # LPS → RAS, as nibabel reports it
+    corners = np.array([[i, j, k, 1.0] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
+    try:
+        affine = np.asarray(header.affine, float)
+    except Exception:  # noqa: BLE001
+        return
+    shift = float(np.max(np.linalg.norm((corners @ affine.T - corners @ itk.T)[:, :3], axis=1)))
+    if shift > 0.01:  # mm
+        log.warning(
+            "%s has a sheared (non-orthogonal) affine: it is read on the nearest orthogonal grid, which moves its "
+            "voxels by up to %.2f mm, and results are written on that grid; resample it onto an orthogonal grid "
+            "first if that matters.",
+            p,
+            shift,
+        )
+
+
+def _check_finite(image, p: Path, nonfinite: int, *, replace: bool):
+    """Refuse NaN/±Inf voxels (counted before ITK zeroed them for NIfTI), or replace them by 0 with a warning."""
+    import SimpleITK as sitk
+
+    if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        view = sitk.GetArrayViewFromImage(image)
+        bad = ~np.isfinite(view)
+        n = int(np.count_nonzero(bad))
+        if n and replace:
+            arr = sitk.GetArrayFromImage(image)
+            arr[~np.isfinite(arr)] = 0
+            fixed = sitk.GetImageFromArray(arr)
+            fixed.CopyInformation(image)
+            image = fixed
+        nonfinite = max(nonfinite, n)
+    if not nonfinite:
+        return image
+    if not replace:
+        raise InvalidInput(
+            f"{p} holds {nonfinite} NaN or infinite voxel(s); fix the file, or pass --replace-nonfinite to read them "
+            "as 0."
+        )
+    log.warning("%s: %d NaN or infinite voxel(s) read as 0 (--replace-nonfinite).", p, nonfinite)
+    return image
+
+
+def _check_label_like(image, p: Path) -> None:
+    """Refuse an image given where a label map is expected (negative or fractional values, too many labels)."""
+    import SimpleITK as sitk
+
+    data = sitk.GetArrayViewFromImage(image)
+    if not data.size:
+        return
+    lo, hi = float(np.min(data)), float(np.max(data))
+    if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
+        raise InvalidInput(f"{p} holds NaN or infinite values, so it is not a label map; give the organ label map.")
+    if data.dtype.kind == "f" and np.any(data != np.round(data)):
+        raise InvalidInput(
+            f"{p} holds fractional values ({lo:g} .. {hi:g}), so it is not a label map (a probability or an image?); "
+            "give the organ label map."
+        )
+    if lo < 0:
+        raise InvalidInput(
+            f"{p} holds negative values ({lo:g} .. {hi:g}), so it looks like an image, not a label map; give the "
+            "organ label map."
+        )
+    n = len(np.unique(data)) if hi >= MAX_LABELS else 0
+    if n > MAX_LABELS:
+        raise InvalidInput(
+            f"{p} holds {n} distinct values ({lo:g} .. {hi:g}), so it looks like an image, not a label map; give the "
+            "organ label map."
         )
 
 
@@ -217,6 +382,11 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
         ".mha": "MetaImage",
         ".mhd": "MetaImage",
     }[_suffix(p)]
+    if "orthonormal" in str(exc):
+        return (
+            f"{p} has a sheared (non-orthogonal) affine that ITK cannot represent; resample it onto an orthogonal "
+            "grid first (e.g. with nibabel or 3D Slicer)."
+        )
     with open(p, "rb") as fh:
         magic = fh.read(2)
     if magic == b"\x1f\x8b":
@@ -224,11 +394,8 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
             with gzip.open(p, "rb") as fh:
                 while fh.read(1 << 20):
                     pass
-        except (EOFError, OSError, gzip.BadGzipFile):
-            return (
-                f"{p} is a truncated or corrupt gzip file; copy it again from its source "
-                "(the download or transfer was probably cut short)."
-            )
+        except _GZIP_ERRORS:
+            return _TRUNCATED_GZIP.format(p=p)
         return f"{p} decompresses but is not a readable {kind} image; it may be truncated or another format."
     if _suffix(p) == ".nii.gz":
         return f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it."
@@ -239,7 +406,7 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
     return f"{p} is not a readable {kind} image (it may be truncated or another format). ITK says: {hint.strip()}"
 
 
-def _read_dicom(folder: Path, series_id: str | None):
+def _read_dicom(folder: Path, series_id: str | None, *, accept_gaps: bool = False):
     import SimpleITK as sitk
 
     series = list_dicom_series(folder)
@@ -261,7 +428,11 @@ def _read_dicom(folder: Path, series_id: str | None):
             )
         chosen = matches[0]
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen.series_id))
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen.series_id)
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "Non uniform sampling" warning: said below instead
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -269,7 +440,62 @@ def _read_dicom(folder: Path, series_id: str | None):
             f"The DICOM series {chosen.series_id} in {folder} could not be read (a slice may be corrupt or "
             f"missing): {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
         ) from None
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if len(series) == 1:
+        used = {Path(f).name for f in files}
+        ignored = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
+                         and f.name not in used and f.suffix.lower() not in _NOT_SLICES)  # fmt: skip
+        if ignored:
+            log.warning(
+                "%d file(s) in %s are not part of the series read (duplicate or unreadable slices?): %s",
+                len(ignored), folder, ", ".join(ignored[:5]) + (", …" if len(ignored) > 5 else ""),
+            )  # fmt: skip
+    problem = _slice_spacing_problem(reader, files)
+    if problem:
+        if not accept_gaps:
+            raise InvalidInput(
+                f"The DICOM series in {folder} {problem}; the volume would be stretched. Restore the slice from the "
+                "source, or pass --accept-dicom-gaps to read it anyway."
+            )
+        log.warning("DICOM series in %s %s; read anyway (--accept-dicom-gaps).", folder, problem)
     return image, chosen.modality, chosen.series_id
+
+
+_NOT_SLICES = {".txt", ".json", ".xml", ".md", ".csv", ".pdf", ".html", ".nii", ".gz", ".zip"}
+
+
+def _slice_spacing_problem(reader, files) -> str | None:
+    """What is wrong with the slice positions (a gap, a duplicate, uneven spacing), or None when they are regular."""
+    if len(files) < 3:
+        return None
+    try:
+        orient = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
+        normal = np.cross(orient[:3], orient[3:6])
+        pos = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(len(files))])
+    except (RuntimeError, ValueError, IndexError):
+        return None  # no position tags: nothing to check against
+    z = pos @ normal
+    order = np.argsort(z)
+    z, names = z[order], [Path(files[i]).name for i in order]
+    steps = np.diff(z)
+    step = float(np.median(steps))
+    dup = np.flatnonzero(np.abs(steps) < 1e-3 * max(abs(step), 1e-6) + 1e-4)
+    if dup.size:
+        i = int(dup[0])
+        return f"holds two slices at the same position {z[i]:.2f} mm ({names[i]} and {names[i + 1]})"
+    gap = np.flatnonzero(steps > 1.5 * step)
+    if gap.size:
+        i = int(gap[0])
+        missing = round(steps[i] / step) - 1
+        return (
+            f"has a gap of {steps[i]:.2f} mm between {names[i]} ({z[i]:.2f} mm) and {names[i + 1]} ({z[i + 1]:.2f} "
+            f"mm) where the other slices are {step:.2f} mm apart: about {missing} slice(s) missing at position "
+            f"{i + 1} of {len(z)}"
+        )
+    if float(np.max(steps) - np.min(steps)) > max(0.01 * step, 1e-3):
+        return f"has unevenly spaced slices ({np.min(steps):.3f} to {np.max(steps):.3f} mm apart)"
+    return None
 
 
 def _check_3d(image, p: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import logging
 import os
 import shutil
@@ -118,35 +120,141 @@ def write_volume(
     canonical = volume.with_data(sitk.GetArrayViewFromImage(image))  # same grid, storable dtype
     out = canonical.to_source_sitk()
     use_compression = compress and fmt in (FileFormat.NRRD, FileFormat.MHA, FileFormat.MHD)
-    atomic_write(path, lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=use_compression), overwrite=overwrite)
+    write = lambda tmp: sitk.WriteImage(out, str(tmp), useCompression=use_compression)  # noqa: E731
+    atomic_write(path, write, overwrite=overwrite, nifti=fmt is FileFormat.NIFTI)
     log.info("wrote %s (%s, %s)", path, fmt.value, out.GetPixelIDTypeAsString())
     return path
 
 
-def atomic_write(path: Path, write: Callable[[Path], object], *, overwrite: bool) -> Path:
-    """Run ``write(tmp_path)`` in a temporary folder beside `path`, then move the result(s) into place.
+def atomic_write(path: Path, write: Callable[[Path], object], *, overwrite: bool, nifti: bool = False) -> Path:
+    """Run ``write(tmp_path)`` in a temporary folder beside `path`, check what it wrote, then move it into place.
 
-    Nothing is left behind on failure, an existing target is refused unless `overwrite`, and for formats that write
-    two files (MetaImage ``.mhd`` + data file) the header is moved last.
+    Every file written is checked (not empty; with `nifti`, its size or gzip trailer against its header) and synced to
+    disk before it is renamed, so no 0-byte, truncated or partial file ever sits under a final name: a full disk, a
+    read-only folder or a missing permission raises `InvalidInput` naming the file, and leaves nothing behind. An
+    existing target is refused unless `overwrite`; for formats that write two files (MetaImage ``.mhd`` + data file)
+    the header is moved last.
     """
     path = Path(path)
+    if path.is_dir():
+        raise InvalidInput(f"Cannot write {path}: it is a folder; give a file name.")
     if path.exists() and not overwrite:
         raise InvalidInput(f"{path} already exists; choose another name or pass overwrite (--overwrite).")
     if not path.parent.is_dir():
-        raise InvalidInput(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        what = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise InvalidInput(f"Cannot write {path}: {path.parent} {what}; choose another output folder.")
     try:
-        write(tmpdir / path.name)
-        written = sorted(tmpdir.iterdir(), key=lambda f: f.name == path.name)  # header last
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        try:
+            write(tmpdir / path.name)
+            written = sorted(tmpdir.iterdir(), key=lambda f: f.name == path.name)  # header last
+            if not written:
+                raise InvalidInput(f"Cannot write {path}: the writer produced no file; choose another format.")
+            for f in written:
+                verify_written(f, path.parent / f.name, nifti=nifti)
+        except (OSError, RuntimeError) as exc:  # RuntimeError: ITK's writers
+            raise write_error(path, exc, folder=path.parent) from None
+        except InvalidInput as exc:
+            raise write_error(path, exc, folder=path.parent) from None
         for f in written:
             target = path.parent / f.name
             if target != path and target.exists() and not overwrite:
                 raise InvalidInput(f"{target} already exists; choose another name or pass overwrite.")
         for f in written:
             os.replace(f, path.parent / f.name)
+        _fsync_dir(path.parent)
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+def verify_written(f: Path, final: Path, *, nifti: bool = False) -> None:
+    """Check one freshly written file (`final` is the name it will get) and sync it to disk; raise when incomplete.
+
+    With `nifti`, a ``.nii``/``.nii.gz`` file's size (or gzip trailer) is checked against its header.
+    """
+    size = f.stat().st_size
+    if size == 0:
+        raise InvalidInput(f"Cannot write {final}: nothing was written (is the disk full?); free space or choose "
+                           "another folder.")  # fmt: skip
+    name = f.name.lower()
+    if nifti and name.endswith((".nii", ".nii.gz")):
+        expected = _nifti_bytes(f)
+        if expected is None:
+            raise InvalidInput(f"Cannot write {final}: the file written has no readable NIfTI header (is the disk "
+                               "full?); free space or choose another folder.")  # fmt: skip
+        if name.endswith(".nii"):
+            got = size
+        else:  # gzip's trailer holds the uncompressed size modulo 2**32: a cut stream ends with other bytes
+            with open(f, "rb") as fh:
+                fh.seek(-4, os.SEEK_END)
+                got = int.from_bytes(fh.read(4), "little")
+            expected %= 1 << 32
+        if got != expected:
+            raise InvalidInput(f"Cannot write {final}: only part of it could be written (is the disk full?); free "
+                               "space or choose another folder.")  # fmt: skip
+    with open(f, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _nifti_bytes(f: Path) -> int | None:
+    """Header offset + voxel bytes a NIfTI file announces; None when its header cannot be read."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(f))
+        proxy = img.dataobj
+        return int(proxy.offset) + int(np.prod(proxy.shape)) * int(proxy.dtype.itemsize)
+    except Exception:  # noqa: BLE001 - any failure means the header is unreadable
+        return None
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_ERRNO_TEXT = {
+    errno.ENOSPC: "the disk is full; free space or choose another folder",
+    errno.EDQUOT: "the disk quota is exceeded; free space or choose another folder",
+    errno.EROFS: "the file system is read-only; choose another folder",
+    errno.EACCES: "permission denied; choose a folder you can write to",
+    errno.EPERM: "permission denied; choose a folder you can write to",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another output folder",
+    errno.ENAMETOOLONG: "the file name is too long; choose a shorter one",
+}
+
+
+def write_error(path: Path, exc: BaseException, *, folder: Path | None = None) -> InvalidInput:
+    """One sentence for a failed write of `path`: the disk is full, read-only, not permitted... and what to do.
+
+    `folder`, where the partial file still lies, tells a full disk apart when the writer (ITK) does not say why.
+    """
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code is None:  # ITK reports the OS error inside its message
+        for c, marker in ((errno.ENOSPC, "No space left"), (errno.EROFS, "Read-only"), (errno.EACCES, "Permission")):
+            if marker in text:
+                code = c
+    if code is None and folder is not None:
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(folder).free < 1 << 20:
+                code = errno.ENOSPC
+    if isinstance(exc, InvalidInput) and code not in _ERRNO_TEXT:
+        return exc
+    reason = _ERRNO_TEXT.get(code) or f"{getattr(exc, 'strerror', None) or text.strip().splitlines()[-1]}"
+    return InvalidInput(f"Cannot write {path}: {reason}.")
 
 
 def write_csv(

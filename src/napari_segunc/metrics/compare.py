@@ -111,11 +111,19 @@ def write_comparison(
     overwrite: bool = False,
 ) -> list[Path]:
     """``mannwhitney_<metric>.csv`` and one ``violin_<metric>_<organ>.png`` per organ in `out_dir`."""
-    from .plots import plot_violins
+
+    from ..io.outputs import relocate, staged_folder
 
     table, values = compare_groups(rows, metric, group_column=group_column)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with staged_folder(out_dir, overwrite=overwrite) as out:
+        written = _write_comparison_files(table, values, metric, out)
+    return relocate(written, out, out_dir)
+
+
+def _write_comparison_files(table, values, metric: str, out: Path) -> list[Path]:
+    from .plots import plot_violins
+
+    overwrite = False
     written = [write_csv(table, out / f"mannwhitney_{_safe(metric)}.csv", columns=COMPARE_COLUMNS, overwrite=overwrite)]
     for organ, groups in values.items():
         written.append(

@@ -126,11 +126,12 @@ def write_plots(evaluation: CaseEvaluation, folder: str | os.PathLike, *, overwr
 
     if evaluation.calibration is None:
         raise InvalidInput("Plots need a native-mode evaluation (curvas mode keeps no reliability data).")
-    out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io.outputs import relocate, staged_folder
+
     case = evaluation.rows[0]["case"] if evaluation.rows else "case"
-    return [
-        plot_reliability(evaluation.calibration, out / f"{case}_reliability.png", title=case, overwrite=overwrite),
-        plot_risk_coverage(evaluation.risk_coverage, out / f"{case}_risk_coverage.png", title=case,
-                           overwrite=overwrite),
-    ]  # fmt: skip
+    with staged_folder(folder, overwrite=overwrite) as out:
+        written = [
+            plot_reliability(evaluation.calibration, out / f"{case}_reliability.png", title=case),
+            plot_risk_coverage(evaluation.risk_coverage, out / f"{case}_risk_coverage.png", title=case),
+        ]
+    return relocate(written, out, folder)

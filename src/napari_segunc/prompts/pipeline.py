@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..io import read_volume, write_probabilities, write_volume
+from ..io.outputs import check_outputs
 from ..io.writers import atomic_write
 from ..progress import Progress
 from ..volume import VolumeKind, check_same_grid
@@ -58,10 +59,7 @@ def medsam2_files_job(
         raise InvalidInput("Give the prompts either as a boxes.json file (--boxes) or as a label map (--from-mask).")
     strategy = Strategy(strategy)
     out = Path(out)
-    if not overwrite:
-        clash = [n for n in OUTPUTS if (out / n).exists()]
-        if clash:
-            raise InvalidInput(f"{out / clash[0]} already exists; choose another --out folder or add --overwrite.")
+    check_outputs([out / n for n in OUTPUTS], inputs=[image_path, boxes, from_mask, checkpoint], overwrite=overwrite)
     t0 = time.perf_counter()
     yield Progress(0, 1, f"reading {image_path}")
     image = read_volume(image_path)
@@ -104,8 +102,15 @@ def write_medsam2_outputs(
     result: CascadeResult, grid, out: str | Path, *, timings: dict | None = None, overwrite: bool = False
 ) -> dict[str, Path]:
     """Segmentation, class probabilities (4D), entropy in the image's source geometry; prompts of every pass."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..io.outputs import relocate, staged_folder
+
+    with staged_folder(out, overwrite=overwrite) as stage:
+        written = _write_medsam2_files(result, grid, stage, timings=timings)
+    return relocate(written, stage, out)
+
+
+def _write_medsam2_files(result: CascadeResult, grid, out: Path, *, timings: dict | None) -> dict[str, Path]:
+    overwrite = False
     fused = result.final.fused
     written = {
         "segmentation": write_volume(

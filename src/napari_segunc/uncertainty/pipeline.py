@@ -83,10 +83,23 @@ def write_ensemble_outputs(
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write one group's maps in the grid's source geometry, plus ``regions.csv`` ranked by predictive entropy."""
+    from ..io.outputs import relocate, staged_folder
+
+    with staged_folder(out_dir, overwrite=overwrite) as out:
+        written = _write_ensemble_files(maps, grid, out, labels=labels, quantile=quantile)
+    return relocate(written, out, out_dir)
+
+
+def ensemble_output_names(class_variance: bool = True) -> list[str]:
+    """The files `write_ensemble_outputs` writes into a group's folder."""
+    names = ["mean_probabilities.nii.gz"] + (["variance.nii.gz"] if class_variance else [])
+    return names + ["segmentation.nii.gz"] + [f"{n}.nii.gz" for n in SCALAR_MAPS] + ["regions.csv"]
+
+
+def _write_ensemble_files(maps: EnsembleMaps, grid: Volume, out: Path, *, labels, quantile) -> dict[str, Path]:
     from .regions import find_regions, write_regions_csv
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    overwrite = False
     per_class = {"mean_probabilities": maps.mean_probabilities}
     if maps.variance is not None:
         per_class["variance"] = maps.variance
@@ -99,7 +112,7 @@ def write_ensemble_outputs(
         segmentation=maps.segmentation, labels=labels,
     )  # fmt: skip
     written["regions"] = write_regions_csv(regions, out / "regions.csv", overwrite=overwrite)
-    log.info("group %s: %d members, %d review regions → %s", maps.group, maps.n_members, len(regions), out)
+    log.info("group %s: %d members, %d review regions", maps.group, maps.n_members, len(regions))
     return written
 
 
@@ -123,19 +136,22 @@ def output_folder(out_dir: str | Path, group: str) -> Path:
 def write_rater_outputs(analysis: RaterAnalysis, grid: Volume, out_dir: str | Path, *, overwrite: bool = False):
     """Write the rater maps in the grid's source geometry and ``agreement.csv``; returns name → path."""
     from ..io import write_csv
+    from ..io.outputs import relocate, staged_folder
     from .raters import AGREEMENT_COLUMNS
 
     label_maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority": analysis.majority}
     if analysis.staple is not None:
         label_maps["staple"] = analysis.staple
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = _write_maps(
-        grid, out, overwrite=overwrite, labels=label_maps, floats={"vote_entropy": analysis.vote_entropy},
-        per_class={"soft_labels": analysis.soft_labels, "rater_variance": analysis.rater_variance},
-    )  # fmt: skip
-    written["agreement"] = write_csv(
-        analysis.agreement_rows(), out / "agreement.csv", columns=AGREEMENT_COLUMNS, overwrite=overwrite
-    )
-    log.info("%d raters → %s", analysis.n_raters, out)
-    return written
+    with staged_folder(out_dir, overwrite=overwrite) as out:
+        written = _write_maps(
+            grid, out, overwrite=False, labels=label_maps, floats={"vote_entropy": analysis.vote_entropy},
+            per_class={"soft_labels": analysis.soft_labels, "rater_variance": analysis.rater_variance},
+        )  # fmt: skip
+        written["agreement"] = write_csv(
+            analysis.agreement_rows(), out / "agreement.csv", columns=AGREEMENT_COLUMNS, overwrite=False
+        )
+    log.info("%d raters → %s", analysis.n_raters, out_dir)
+    return relocate(written, out, out_dir)
+
+
+RATER_OUTPUT_NAMES = ("consensus", "dissensus", "majority", "staple", "vote_entropy", "soft_labels", "rater_variance")
