@@ -85,7 +85,7 @@ def test_boxes_file_route_and_bad_input(setup, capsys, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     base_bad = [a if a != str(ckpt) else str(bad) for a in base]
     assert main([*base_bad, "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "y")]) == 2
-    assert "bad.pt is not a readable PyTorch checkpoint" in capsys.readouterr().err
+    assert "bad.pt is not a PyTorch checkpoint" in capsys.readouterr().err
     taller = np.pad(study.truth.data, ((100, 0), (0, 0), (0, 0)))  # the liver lies beyond this image's slices
     save_prompts(prompts_from_mask(taller, {"liver": 1}, strategy="A"), tmp_path / "other.json")
     code = main([*base, "--boxes", str(tmp_path / "other.json"), "--out", str(tmp_path / "z")])

@@ -127,24 +127,15 @@ def resolve_checkpoint(path: str | os.PathLike | None) -> Path:
 
 
 def _read_state_dict(path: Path) -> dict:
-    import pickle
-    import zipfile
-
     import torch
 
-    try:
-        # mmap: tensors stay in the page cache until load_state_dict copies them (a copy that releases the GIL); a
-        # plain read would fill fresh memory while holding it, which stalls napari's GUI thread for ~0.3 s.
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # not a pickle of objects at all: garbage or another format
-            raise InvalidInput(f"{path} is not a readable PyTorch checkpoint (corrupt or another format?).") from None
-        raise InvalidInput(
-            f"{path} holds Python objects besides weights; napari-segunc only loads plain tensors "
-            f"(torch.load weights_only=True) and will not unpickle it. Save its state_dict instead. ({exc})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
-        raise InvalidInput(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated?): {exc}") from None
+    from ._checkpoint import load_weights
+
+    obj = load_weights(
+        path, trust=False, what="MedSAM2 checkpoint",
+        trust_hint="napari-segunc only loads plain tensors (torch.load weights_only=True) and will not unpickle it: "
+        "save its state_dict instead (torch.save({'model': model.state_dict()}, path)).",
+    )  # fmt: skip
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # SAM2 / MedSAM2 layout: {"model": state_dict}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

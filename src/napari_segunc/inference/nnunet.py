@@ -22,10 +22,8 @@ import io
 import itertools
 import json
 import logging
-import pickle
 import queue
 import threading
-import zipfile
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,26 +134,18 @@ def _check_folder(d: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- loading
-def _load_checkpoint(path: Path, trust: bool) -> dict:
-    import torch
+#: the end of the message about a checkpoint that holds Python objects (only the trust option loads it)
+TRUST_HINT = (
+    "if you trust where it comes from, tick 'trust these checkpoints' in the Ensemble dock (command line: "
+    "--trust-checkpoint)."
+)
 
-    try:
-        # mmap: the weights stay in the page cache until the network copies them (a copy that releases the GIL); a
-        # plain read fills fresh memory while holding it, which stalls napari's window (as for MedSAM2 checkpoints)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
-        if "weights_only" not in str(exc) and not isinstance(exc, pickle.UnpicklingError):
-            raise InvalidInput(f"{path} is not a readable PyTorch checkpoint ({exc}).") from None
-        if not trust:
-            raise InvalidInput(
-                f"{path} holds Python objects beyond tensors and plain values, so loading it means unpickling, which "
-                "can run code. If you trust where it comes from, tick 'trust these checkpoints' in the Ensemble dock "
-                "(command line: --trust-checkpoint)."
-            ) from None
-        log.warning("unpickling %s fully (trusted by the user)", path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, EOFError) as exc:
-        raise InvalidInput(f"{path} cannot be read (truncated or corrupt?): {exc}") from None
+
+def _load_checkpoint(path: Path, trust: bool) -> dict:
+    from ._checkpoint import load_weights
+
+    # empty, truncated, corrupt and foreign files are refused with their own message, whatever `trust` says
+    ckpt = load_weights(path, trust=trust, what="nnU-Net checkpoint", trust_hint=TRUST_HINT)
     if not isinstance(ckpt, dict) or "network_weights" not in ckpt:
         raise InvalidInput(f"{path} is not an nnU-Net checkpoint (no 'network_weights').")
     return ckpt
@@ -355,6 +345,18 @@ def _run_member(predictor, data: np.ndarray, props: dict, flip: tuple[int, ...],
     return np.flip(probs, tuple(a + 1 for a in flip)) if flip else probs
 
 
+def _stop_member(thread: threading.Thread, cancel: threading.Event) -> None:
+    """Stop the running member at its next sliding-window tile and wait for its thread to end.
+
+    Waited for even through more Ctrl-C presses (at most one tile): a torch thread still running while the interpreter
+    exits aborts it ("terminate called without an active exception").
+    """
+    cancel.set()
+    while thread.is_alive():
+        with contextlib.suppress(KeyboardInterrupt):
+            thread.join()
+
+
 def predict_job(
     image: Volume,
     members: Sequence[Member],
@@ -428,9 +430,8 @@ def predict_job(
                         yield Progress(i, len(runs), str(value))
                     elif kind == "tile":
                         yield Progress(i, len(runs), f"{label}: sliding-window tile {value}")
-            except GeneratorExit:
-                cancel.set()
-                thread.join()
+            except BaseException:  # closed (GeneratorExit), Ctrl-C (KeyboardInterrupt) or any error while waiting
+                _stop_member(thread, cancel)
                 raise
             thread.join()
             if "error" in result:
