@@ -231,3 +231,43 @@ def test_a_checkpoint_that_needs_unpickling_runs_only_when_trusted(ensemble_widg
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
     assert "Ensemble done: 1 member(s)" in widget.status.text(), widget.status.text()
     assert len(shown) == 1 and (np.asarray(viewer.layers["ensemble segmentation"].data) > 0).any()
+
+
+def test_an_image_outside_the_training_data_shows_the_input_check(make_napari_viewer, qtbot, monkeypatch):
+    """A small CT-like image in real Hounsfield units (air -1000, soft tissue, bone 1200), through the Plugins menu:
+    the dock shows the input check's warnings (its warning line and a napari warning) as soon as the worker has made
+    it, before the layers arrive, and every result layer keeps the check in its metadata."""
+    from napari_segunc.volume import Modality, Volume
+
+    warned: list[str] = []
+    monkeypatch.setattr("napari_segunc._qt.ensemble.show_warning", warned.append)
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:24, 0:48, 0:48]
+    body = (y - 24) ** 2 + (x - 24) ** 2 < 20**2
+    data = np.where(body, 40 + 10 * rng.standard_normal(body.shape), -1000 + 5 * rng.standard_normal(body.shape))
+    data[body & ((y - 30) ** 2 + (x - 24) ** 2 < 5**2)] = 1200  # a spine
+    image = Volume(np.rint(data).astype(np.int16), spacing=(3.0, 2.5, 2.5), modality=Modality.CT, name="ct_like")
+    viewer = make_napari_viewer()
+    layer_data, kwargs, _ = volume_layer_data(image)
+    viewer.add_image(layer_data, **kwargs)
+    _, widget = open_dock(viewer, "Ensemble")
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.mirror_check.setChecked(False)
+    assert not widget.qc_label.isVisible()
+    at_result: list[str] = []
+    done = widget._done
+    widget._done = lambda result: (at_result.append(widget.qc_label.text()), done(result))
+    widget.run()
+    qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+
+    assert len(warned) == 1 and warned[0].startswith("Input check: ")
+    text = widget.qc_label.text()
+    assert widget.qc_label.isVisibleTo(widget) and at_result == [text]  # shown before the layers came
+    assert "trained only on the napari-segunc synthetic phantom" in text
+    assert "The image's intensities differ from those of the training images" in text
+    assert "synthetic phantom" in warned[0] and "intensities differ" in warned[0]
+    assert "Ensemble done: 6 member(s)" in widget.status.text() and "Input check: 2 warning(s)" in widget.status.text()
+    for layer in list(viewer.layers)[1:]:
+        qc = layer.metadata["input_qc"]
+        assert qc["ok"] is False and len(qc["warnings"]) == 2 and qc["image"]["name"] == "ct_like"
+        assert all(line.removeprefix("⚠ ") in qc["warnings"] for line in text.splitlines())

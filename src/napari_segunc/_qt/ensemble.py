@@ -4,6 +4,9 @@ Members: the shipped demo ensemble (3 simulated raters × 2 seeds), nnU-Net trai
 file (JSON/YAML with groups). The work is `napari_segunc.inference.nnunet.predict_job` run in a napari worker; the
 widget only shows its progress and adds the resulting layers (segmentation, predictive entropy, expected entropy,
 mutual information; per group on request). Cancel stops the running member at its next sliding-window tile.
+Before predicting, the worker checks the image against the models' training data
+(`napari_segunc.inference.input_qc.check_input`): its warnings appear in the dock's warning line and as a napari
+warning as soon as the check is done, and the result layers keep the check in ``metadata["input_qc"]``.
 `EnsembleWidget.run` is what the Run button calls; tests and scripts call it directly.
 """
 
@@ -16,13 +19,14 @@ from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
@@ -43,6 +47,7 @@ from ._worker import import_in_gui_thread, status_label, warm_up_in_background
 if TYPE_CHECKING:
     import napari
 
+    from ..inference.input_qc import InputQC
     from ..inference.nnunet import Member
 
 __all__ = ["EnsembleWidget", "ensemble_job"]
@@ -59,12 +64,21 @@ _SOURCES = {
     FILE: "Ensemble file (JSON/YAML)",
 }
 MAPS = ("entropy", "expected_entropy", "mutual_information")
+INPUT_QC = "input_qc"  # layer metadata key: `InputQC.to_dict` of the image against the models' training data
 
 
 @dataclasses.dataclass
 class EnsembleResult:
     layers: list[LayerData]
     summary: str
+    qc: InputQC | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class InputCheckReport(Progress):
+    """The report `ensemble_job` yields once the image was checked against the models' training data."""
+
+    qc: InputQC | None = None
 
 
 def _labels_of(members: Sequence[Member]) -> dict[str, int]:
@@ -106,12 +120,16 @@ def ensemble_job(
     trust_checkpoint: bool = False,
     cancel: threading.Event | None = None,
 ) -> Generator[Progress, None, EnsembleResult | None]:
-    """Worker body: predict, then build the layer tuples (no Qt). Returns None when `cancel` was set."""
+    """Worker body: check the image against the models' training data (an `InputCheckReport`), predict, then build
+    the layer tuples (no Qt). Returns None when `cancel` was set."""
+    from ..inference.input_qc import check_input
     from ..inference.nnunet import predict_job
     from ..uncertainty.ensemble import ALL_MEMBERS
     from ..uncertainty.layers import ensemble_layers
 
     members = resolve_members(source, paths)
+    qc = check_input(image, [m.model_dir for m in members])
+    yield InputCheckReport(0, len(members), "input checked against the training data", qc=qc)
     job = predict_job(image, members, device=device, tta=tta, mirroring=mirroring, class_variance=False,
                       trust_checkpoint=trust_checkpoint)  # fmt: skip
     try:
@@ -138,10 +156,12 @@ def ensemble_job(
             labels=labels,
             with_probabilities=group == ALL_MEMBERS,
         )  # for the Metrics dock's calibration
+    qc_record = qc.to_dict()
     for _data, kwargs, _type in layers:
         kwargs["name"] = f"ensemble {kwargs['name']}"
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), INPUT_QC: qc_record}
     summary = f"{len(members)} member(s){', ' + str(len(groups)) + ' groups' if groups else ''}"
-    return EnsembleResult(layers, summary)
+    return EnsembleResult(layers, summary, qc)
 
 
 class EnsembleWidget(QWidget):
@@ -179,6 +199,9 @@ class EnsembleWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Pick an image and an ensemble, then Run.", fixed_lines=3)
+        self.qc_label: QLabel = status_label("")  # the input check's warnings; hidden while there are none
+        self.qc_label.setStyleSheet("color: #f0a030;")
+        self.qc_label.setVisible(False)
         self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
                            cancel_button=self.cancel_button,
                            busy_message="The ensemble is still running; wait for it or press Cancel.",
@@ -202,6 +225,7 @@ class EnsembleWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(self.qc_label)
         layout.addStretch(1)
 
         self.source_combo.currentIndexChanged.connect(self._source_changed)
@@ -280,6 +304,7 @@ class EnsembleWidget(QWidget):
         except InvalidInput as exc:
             self._error(str(exc))
             return
+        self._show_input_check(None)
         self.job.start(
             ensemble_job,
             image,
@@ -303,6 +328,9 @@ class EnsembleWidget(QWidget):
 
     # -------------------------------------------------------------------------------- results (GUI thread)
     def _progressed(self, report: Progress) -> None:
+        if isinstance(report, InputCheckReport):
+            self._show_input_check(report.qc)
+            return
         text = f"member {min(report.step + 1, report.total)} of {report.total}: {report.message}"
         self.job.report(report, text if report.message else None)
 
@@ -312,9 +340,19 @@ class EnsembleWidget(QWidget):
             return
         self.job.add_layers(self.viewer, result.layers, then=lambda: self._all_added(result))
 
+    def _show_input_check(self, qc: InputQC | None) -> None:
+        """The input check's warnings in the dock's warning line and as one napari warning; None clears the line."""
+        warnings = list(qc.warnings) if qc is not None else []
+        self.qc_label.setText("\n".join(f"⚠ {w}" for w in warnings))
+        self.qc_label.setVisible(bool(warnings))
+        if warnings:
+            show_warning("Input check: " + " ".join(warnings))
+
     def _all_added(self, result: EnsembleResult) -> None:
         self.progress.setValue(self.progress.maximum())
         msg = f"Ensemble done: {result.summary}; added {len(result.layers)} layers."
+        if result.qc is not None and result.qc.warnings:
+            msg += f" Input check: {len(result.qc.warnings)} warning(s), shown below."
         self.status.setText(msg)
         show_info(msg)
 
