@@ -7,8 +7,10 @@ adds the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -73,17 +75,31 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from .io import read_volume, write_volume
+    from .io import check_outputs, output_format, read_volume, volume_bytes, write_volume
 
+    output_format(args.output)  # an unsupported suffix is refused before reading
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, option="output file")
     vol = read_volume(args.input, series_id=args.series_id)
+    itemsize = vol.data.dtype.itemsize
+    needed = volume_bytes(vol.shape, itemsize=itemsize, compressed=args.output.endswith(".gz"))
+    check_outputs([args.output], inputs=[args.input], overwrite=args.overwrite, needed_bytes=needed, option="output")
     out = write_volume(vol, args.output, overwrite=args.overwrite)
     print(f"wrote {out} ({vol.source.orientation} orientation, spacing {vol.source.spacing} mm, as the source)")
     return 0
 
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import check_outputs
     from .phantom import make_phantom, write_phantom
 
+    if not 1 <= args.raters <= 20:
+        raise InvalidInput(f"--raters must be between 1 and 20, got {args.raters}.")
+    out = Path(args.out_dir)
+    names = ["image", "truth", *(f"rater_{i}" for i in range(1, args.raters + 1))]
+    targets = [out / f"{n}.nii.gz" for n in names] + [out / "labels.json"]
+    check_outputs(targets, overwrite=args.overwrite, option="output folder")
     study = make_phantom(seed=args.seed, n_raters=args.raters)
     paths = write_phantom(study, args.out_dir, overwrite=args.overwrite)
     for name, path in paths.items():
@@ -99,10 +115,21 @@ def parse_labels(text: str | None) -> dict[str, int] | None:
 
     if text.endswith(".json") or Path(text).is_file():
         try:
-            mapping = json.loads(Path(text).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            mapping = json.loads(Path(text).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput(f"{text} is not a readable JSON labels file ({exc}).") from None
-        return {str(k): int(v) for k, v in mapping.items()}
+        if not isinstance(mapping, dict):
+            raise InvalidInput(
+                f'{text} must hold one JSON object of organ names and label values, e.g. {{"liver": 1}}; it holds '
+                f"a {type(mapping).__name__}."
+            )
+        bad = [k for k, v in mapping.items() if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise InvalidInput(
+                f"{text}: the label value of '{bad[0]}' is {mapping[bad[0]]!r}; label values must be whole numbers "
+                '(e.g. "liver": 1).'
+            )
+        return _checked_labels({str(k): v for k, v in mapping.items()}, text)
     labels = {}
     for item in text.split(","):
         name, sep, value = item.partition("=")
@@ -110,7 +137,24 @@ def parse_labels(text: str | None) -> dict[str, int] | None:
             raise InvalidInput(
                 f"--labels expects name=value pairs separated by commas (liver=1,spleen=4), got '{item}'."
             )
+        if name.strip() in labels:
+            raise InvalidInput(f"--labels names '{name.strip()}' twice; give each organ once.")
         labels[name.strip()] = int(value)
+    return _checked_labels(labels, "--labels")
+
+
+def _checked_labels(labels: dict[str, int], where: str) -> dict[str, int]:
+    """Refuse empty names, negative values and two organs on one value; background (0) is dropped if listed."""
+    for name, value in labels.items():
+        if not name.strip():
+            raise InvalidInput(f"{where}: an organ name is empty (in '={value}'); give every label a name.")
+        if value < 0:
+            raise InvalidInput(f"{where}: '{name}' has the negative label value {value}; label values are ≥ 0.")
+    by_value: dict[int, str] = {}
+    for name, value in labels.items():
+        if value in by_value and value != 0:
+            raise InvalidInput(f"{where}: '{by_value[value]}' and '{name}' both have the label value {value}.")
+        by_value[value] = name
     return labels
 
 
@@ -123,35 +167,63 @@ def _print_progress(report) -> None:
 
 
 def _cmd_uncertainty(args: argparse.Namespace) -> int:
-    from .io import read_volume
+    from .io import check_outputs, read_volume, relocate, staged_folder
     from .progress import run_job
-    from .uncertainty.pipeline import ensemble_job, output_folder, parse_member_specs, write_ensemble_outputs
+    from .uncertainty import pipeline
 
-    specs = parse_member_specs(args.member or (), args.group or ())
-    reference = read_volume(args.reference) if args.reference else None
+    specs = pipeline.parse_member_specs(args.member or (), args.group or ())
+    _check_quantile(args.top_q)
     labels = parse_labels(args.labels)
-    job = ensemble_job(
+    groups = ["all", *dict.fromkeys(s.group for s in specs if s.group)]
+    names = pipeline.ensemble_output_names(not args.no_class_variance)
+    targets = [pipeline.output_folder(args.out, g) / n for g in groups for n in names]
+    inputs = [s.path for s in specs] + [args.reference, args.labels]
+    check_outputs(targets, inputs=inputs, overwrite=args.overwrite)
+    reference = read_volume(args.reference) if args.reference else None
+    job = pipeline.ensemble_job(
         specs, reference=reference, trust_pickle=args.trust_pickle, renormalize=args.renormalize,
         class_variance=not args.no_class_variance,
     )  # fmt: skip
     acc, grid = run_job(job, None if args.quiet else _print_progress)
-    for group in acc.groups:
-        maps = acc.result(group, normalized=args.normalized, consume=True)
-        folder = output_folder(args.out, group)
-        write_ensemble_outputs(maps, grid, folder, labels=labels, quantile=args.top_q, overwrite=args.overwrite)
-        print(f"{group:12s} {maps.n_members} member(s) → {folder}")
+    done = []
+    with staged_folder(args.out, overwrite=args.overwrite) as stage:  # every group's maps, or none
+        for group in acc.groups:
+            maps = acc.result(group, normalized=args.normalized, consume=True)
+            folder = pipeline.output_folder(stage, group)
+            pipeline.write_ensemble_outputs(maps, grid, folder, labels=labels, quantile=args.top_q)
+            done.append((group, maps.n_members, folder))
+    for group, n, folder in done:
+        print(f"{group:12s} {n} member(s) → {relocate([folder], stage, args.out)[0]}")
     return 0
 
 
-def _cmd_raters(args: argparse.Namespace) -> int:
-    from .io import read_volume
-    from .uncertainty import analyze_raters
-    from .uncertainty.pipeline import write_rater_outputs
+def _check_quantile(q: float) -> None:
+    if not 0 < q < 1:
+        raise InvalidInput(f"--top-q must lie strictly between 0 and 1 (e.g. 0.99), got {q:g}.")
 
+
+def _cmd_raters(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import check_outputs, read_volume
+    from .uncertainty import analyze_raters
+    from .uncertainty.pipeline import RATER_OUTPUT_NAMES, write_rater_outputs
+
+    if len(args.raters) < 2:
+        raise InvalidInput(f"{args.raters[0]} is the only rater given; at least 2 raters are needed (add the others).")
+    for i, a in enumerate(args.raters):
+        if a in args.raters[:i]:
+            raise InvalidInput(f"{a} is given twice; each rater's label map counts once.")
+    labels = parse_labels(args.labels)
+    targets = [Path(args.out) / f"{n}.nii.gz" for n in RATER_OUTPUT_NAMES] + [Path(args.out) / "agreement.csv"]
+    check_outputs(targets, inputs=[*args.raters, args.labels], overwrite=args.overwrite)
     raters = [read_volume(p, kind="labels") for p in args.raters]
-    analysis = analyze_raters(
-        raters, labels=parse_labels(args.labels), normalized=args.normalized, staple=not args.no_staple
-    )
+    empty = [p for p, r in zip(args.raters, raters, strict=True) if not r.data.any()]
+    if len(empty) == len(raters):
+        raise InvalidInput(f"Every rater's label map is empty (only background), e.g. {empty[0]}; check the files.")
+    for p in empty:
+        print(f"segunc raters: warning: {p} is empty (only background)", file=sys.stderr)
+    analysis = analyze_raters(raters, labels=labels, normalized=args.normalized, staple=not args.no_staple)
     write_rater_outputs(analysis, raters[0], args.out, overwrite=args.overwrite)
     for row in analysis.agreement_rows():
         if row["kind"] == "fleiss_kappa":
@@ -163,6 +235,9 @@ def _cmd_raters(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import check_outputs
     from .metrics.pipeline import CaseFiles, evaluate_files, write_plots, write_table
 
     files = CaseFiles(
@@ -171,7 +246,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.plots and args.mode != "native":
         raise InvalidInput("--plots needs --mode native (the curvas mode keeps no reliability data).")
-    evaluation = evaluate_files(files, labels=parse_labels(args.labels), mode=args.mode, trust_pickle=args.trust_pickle)
+    _check_table_suffix(args.out)
+    labels = parse_labels(args.labels)
+    inputs = [*files.raters, files.probabilities, *files.members, files.image, args.labels]
+    targets = [Path(args.out)]
+    if args.plots:
+        targets += [Path(args.plots) / f"{args.case}_{n}.png" for n in ("reliability", "risk_coverage")]
+    check_outputs(targets, inputs=inputs, overwrite=args.overwrite)
+    evaluation = evaluate_files(files, labels=labels, mode=args.mode, trust_pickle=args.trust_pickle)
     out = write_table(evaluation.rows, args.out, overwrite=args.overwrite)
     for row in evaluation.rows:
         if row["rater"] in ("mean", "consensus", "pooled") and row["metric"] in _HEADLINE:
@@ -184,18 +266,29 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_table_suffix(out: str) -> None:
+    if not str(out).lower().endswith((".csv", ".json")):
+        raise InvalidInput(f"{out}: the results file must end in .csv or .json.")
+
+
 _HEADLINE = ("dice_consensus", "hd95", "crps_volume", "confidence", "ece", "ace", "auroc", "aurc", "eaurc")
 
 
 def _cmd_evaluate_cohort(args: argparse.Namespace) -> int:
+    from .io import check_outputs
     from .metrics.cohort import COHORT_COLUMNS, evaluate_cohort, read_manifest
     from .metrics.pipeline import write_table
 
-    if args.out and not str(args.out).lower().endswith((".csv", ".json")):
-        raise InvalidInput(f"{args.out}: the results file must end in .csv or .json.")
+    _check_table_suffix(args.out)
+    labels = parse_labels(args.labels)
+    check_outputs([args.out], inputs=[args.manifest, args.labels], overwrite=args.overwrite)
     cases = read_manifest(args.manifest)
+    inputs = [args.manifest]
+    for c in cases:
+        inputs += [*c.files.raters, c.files.probabilities, *c.files.members, c.files.image]
+    check_outputs([args.out], inputs=inputs, overwrite=args.overwrite)
     rows = evaluate_cohort(
-        cases, labels=parse_labels(args.labels), mode=args.mode, trust_pickle=args.trust_pickle,
+        cases, labels=labels, mode=args.mode, trust_pickle=args.trust_pickle,
         scheduler=args.scheduler, workers=args.workers, progress=None if args.quiet else _print_progress,
     )  # fmt: skip
     out = write_table([{c: r.get(c) for c in COHORT_COLUMNS} for r in rows], args.out, overwrite=args.overwrite)
@@ -207,9 +300,19 @@ def _cmd_evaluate_cohort(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import check_outputs
     from .metrics.compare import read_results, write_comparison
 
+    check_outputs([Path(args.out) / "mannwhitney.csv"], inputs=[args.results], overwrite=True)  # the folder
     rows = read_results(args.results)
+    groups = sorted({str(r.get(args.group_column, "")) for r in rows} - {""})
+    if len(groups) < 2:
+        raise InvalidInput(
+            f"{args.results} holds {len(groups)} group(s) in its column '{args.group_column}' ({', '.join(groups)}); "
+            "a comparison needs 2 or more (or choose another --group-column)."
+        )
     written = write_comparison(rows, args.metric, args.out, group_column=args.group_column, overwrite=args.overwrite)
     for path in written:
         print(f"→ {path}")
@@ -217,12 +320,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .inference.nnunet import discover_members, predict_job, read_ensemble_file
-    from .io import read_volume
-    from .progress import run_job
-    from .uncertainty.pipeline import output_folder, write_ensemble_outputs
+    from pathlib import Path
 
-    image = read_volume(args.image)
+    from .inference.input_qc import check_input
+    from .inference.nnunet import discover_members, predict_job, read_ensemble_file
+    from .io import check_outputs, read_volume, relocate, staged_folder, volume_bytes
+    from .io.writers import atomic_write
+    from .progress import run_job
+    from .uncertainty.pipeline import ensemble_output_names, output_folder, write_ensemble_outputs
+
+    if args.mc_dropout and args.tta:
+        raise InvalidInput("Use either test-time flips (--tta) or MC dropout (--mc-dropout) as the source, not both.")
     if args.ensemble:
         members = read_ensemble_file(args.ensemble)
     elif args.model:
@@ -231,17 +339,39 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from .inference.demo_models import demo_ensemble_file
 
         members = read_ensemble_file(demo_ensemble_file())
+    source = "tta" if args.tta else "mc_dropout" if args.mc_dropout else None  # nnunet.TTA_GROUP, MC_GROUP
+    groups = ["all", source] if source else ["all", *dict.fromkeys(m.group for m in members if m.group)]
+    names = ensemble_output_names(not args.no_class_variance)
+    targets = [output_folder(args.out, g) / n for g in groups for n in names] + [Path(args.out) / "qc.json"]
+    inputs = [args.image, args.ensemble, *(m.model_dir for m in members)]
+    check_outputs(targets, inputs=inputs, overwrite=args.overwrite)
+    image = read_volume(args.image)
+    n_classes = len(_labels_of(members[0].model_dir) or {}) + 1
+    maps_per_group = n_classes * (1 if args.no_class_variance else 2) + len(names) - 2  # per-class maps are 4D
+    needed = volume_bytes(image.shape, n_maps=len(groups) * maps_per_group)
+    check_outputs(targets, inputs=inputs, overwrite=args.overwrite, needed_bytes=needed)
+    qc = check_input(image, [m.model_dir for m in members])  # input check against the training data: warnings only
+    for warning in qc.warnings:
+        print(f"segunc predict: warning: {warning}", file=sys.stderr, flush=True)
     job = predict_job(
         image, members, device=args.device, tta=args.tta, trust_checkpoint=args.trust_checkpoint,
         class_variance=not args.no_class_variance, mc_dropout=args.mc_dropout,
     )  # fmt: skip
     acc, grid = run_job(job, None if args.quiet else _print_progress)
     labels = _labels_of(members[0].model_dir)
-    for group in acc.groups:
-        maps = acc.result(group, normalized=args.normalized, consume=True)
-        folder = output_folder(args.out, group)
-        write_ensemble_outputs(maps, grid, folder, labels=labels, overwrite=args.overwrite)
-        print(f"{group:12s} {maps.n_members} member(s) → {folder}")
+    done = []
+    with staged_folder(args.out, overwrite=args.overwrite) as stage:  # every group's maps and qc.json, or nothing
+        for group in acc.groups:
+            maps = acc.result(group, normalized=args.normalized, consume=True)
+            folder = output_folder(stage, group)
+            write_ensemble_outputs(maps, grid, folder, labels=labels)
+            done.append((group, maps.n_members, folder))
+        qc_text = qc.to_json()
+        atomic_write(stage / "qc.json", lambda tmp: tmp.write_text(qc_text, encoding="utf-8"), overwrite=False)
+    for group, n, folder in done:
+        print(f"{group:12s} {n} member(s) → {relocate([folder], stage, args.out)[0]}")
+    qc_path = Path(args.out).expanduser() / "qc.json"
+    print(f"{'input check':12s} {'ok' if qc.ok else f'{len(qc.warnings)} warning(s)'} → {qc_path}")
     return 0
 
 
@@ -381,7 +511,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", default=None, help="PNG path used when there is no display")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+    for p in sub.choices.values():  # the readers' explicit exceptions, on every subcommand
+        p.add_argument("--replace-nonfinite", action="store_true", help="read NaN/±Inf image voxels as 0 (warns)")
+        p.add_argument("--accept-dicom-gaps", action="store_true",
+                       help="read DICOM series with missing, duplicate or unevenly spaced slices (warns)")  # fmt: skip
     return parser
+
+
+class _Formatter(logging.Formatter):
+    """Warnings read ``segunc CMD: warning: …`` like the errors; --verbose/--debug records keep their logger name."""
+
+    def __init__(self, command: str) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+        self.command = command
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.levelno == logging.WARNING:
+            return f"segunc {self.command}: warning: {record.getMessage()}"
+        return super().format(record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -389,9 +536,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()  # on the package's logger, replacing an earlier call's (tests call main often)
+    handler.setFormatter(_Formatter(args.command))
+    for old in [h for h in log.handlers if isinstance(h.formatter, _Formatter)]:
+        log.removeHandler(old)
+    log.addHandler(handler)
+    log.setLevel(level)
+    from .io import read_policy
+
     try:
-        return int(args.func(args) or 0)
+        with read_policy(replace_nonfinite=args.replace_nonfinite, accept_dicom_gaps=args.accept_dicom_gaps):
+            return int(args.func(args) or 0)
     except SegUncError as exc:
         if args.debug:
             raise
@@ -400,6 +555,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"segunc {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `segunc info … | head`: the reader left; say nothing more
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout at exit
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

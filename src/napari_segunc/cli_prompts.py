@@ -6,6 +6,7 @@ Registered by `napari_segunc.cli.build_parser`; same conventions (errors → one
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from .cli import _print_progress, parse_labels
@@ -15,12 +16,14 @@ __all__ = ["add_prompt_commands"]
 
 
 def _cmd_prompts(args: argparse.Namespace) -> int:
-    from .io import read_volume
+    from .io import check_outputs, read_volume
     from .prompts import prompts_from_mask, save_prompts
 
+    labels = parse_labels(args.labels)
+    check_outputs([args.out], inputs=[args.mask, args.labels], overwrite=args.overwrite)
     mask = read_volume(args.mask, kind="labels")
     prompts = prompts_from_mask(
-        mask.data, parse_labels(args.labels), strategy=args.strategy, enlarge=args.enlarge,
+        mask.data, labels, strategy=args.strategy, enlarge=args.enlarge,
         source=f"mask:{mask.source.path}",
     )  # fmt: skip
     out = save_prompts(prompts, args.out, overwrite=args.overwrite)
@@ -36,9 +39,7 @@ def _cmd_medsam2(args: argparse.Namespace) -> int:
     from .progress import run_job
     from .prompts.pipeline import medsam2_files_job
 
-    window = tuple(float(v) for v in args.window.split(",")) if args.window else None
-    if window is not None and len(window) != 2:
-        raise InvalidInput(f"--window expects LOW,HIGH (e.g. -160,240), got '{args.window}'.")
+    window = _parse_window(args.window)
     job = medsam2_files_job(
         args.image, checkpoint=args.checkpoint, out=args.out, boxes=args.boxes, from_mask=args.from_mask,
         labels=parse_labels(args.labels), strategy=args.strategy, device=args.device, config=args.config,
@@ -54,10 +55,22 @@ def _cmd_medsam2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    try:
+        window = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        window = ()
+    if len(window) != 2 or not all(map(math.isfinite, window)) or window[0] >= window[1]:
+        raise InvalidInput(f"--window expects LOW,HIGH with LOW < HIGH (e.g. -160,240), got '{text}'.")
+    return window
+
+
 def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .io import read_volume
+    from .io import check_outputs, read_volume
     from .progress import run_job
     from .prompts import save_prompts
     from .prompts.atlas import atlas_prompts_job, parse_thresholds, score_map_paths, write_score_maps
@@ -65,9 +78,8 @@ def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
     labels = parse_labels(args.labels)
     out = Path(args.out).expanduser()
     planned = [out, *(score_map_paths(labels or {}, args.score_maps).values() if args.score_maps else ())]
-    for path in planned:
-        if path.exists() and not args.overwrite:
-            raise InvalidInput(f"{path} already exists; choose another name or pass --overwrite.")
+    inputs = [args.target, args.labels, *(f for pair in args.atlas for f in pair)]
+    check_outputs(planned, inputs=inputs, overwrite=args.overwrite)
     target = read_volume(args.target, kind="intensity")
     refine = "bspline" if args.bspline else "demons" if args.demons else "none"
     job = atlas_prompts_job(
