@@ -241,7 +241,7 @@ CASES = [
     C("phantom-zero-raters", lambda c: ["phantom", str(c.w / "p"), "--raters", "0"], "--raters must be between"),
     C("phantom-into-file", lambda c: ["phantom", str(c.s / "a_file")], "a_file is a file"),
     C("phantom-exists", lambda c: ["phantom", str(c.s)], "image.nii.gz already exists", "--overwrite"),
-    C("phantom-full-disk", lambda c: ["phantom", str(c.full / "p")], "disk is full", needs="full"),
+    C("phantom-full-disk", lambda c: ["phantom", str(c.full / "p")], "free space", needs="full"),
     C("phantom-read-only", lambda c: ["phantom", str(c.ro / "p")], "read-only", needs="ro"),
     # ---------------------------------------------------------------- uncertainty
     C(
@@ -345,7 +345,7 @@ CASES = [
     C(
         "unc-full-disk",
         lambda c: ["uncertainty", "--member", str(c.s / "member1.nii.gz"), "--out", str(c.full / "o"), "-q"],
-        "disk is full",
+        "free space",
         needs="full",
     ),
     # ---------------------------------------------------------------- raters
@@ -406,6 +406,12 @@ CASES = [
         lambda c: ["raters", str(c.s / "rater_1.nii.gz"), str(c.s / "rater_2.nii.gz"), "--out", str(c.s / "prev")],
         "already exists",
         "--overwrite",
+    ),
+    C(
+        "raters-full-disk",
+        lambda c: ["raters", str(c.s / "rater_1.nii.gz"), str(c.s / "rater_2.nii.gz"), "--out", str(c.full / "o")],
+        "Not enough free space",
+        needs="full",
     ),
     C(
         "raters-read-only",

@@ -61,7 +61,9 @@ def _assert_quiet(err: str) -> None:
 
 def test_cohort_on_two_workers_is_quiet(cohort, tmp_path):
     out = tmp_path / "results.csv"
-    proc = subprocess.run(_command(cohort, _manifest(cohort, 1), out), capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        _command(cohort, _manifest(cohort, 1), out), capture_output=True, text=True, encoding="utf-8", timeout=180
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2/2 cases evaluated" in proc.stdout and out.is_file()
     _assert_quiet(proc.stderr)
@@ -73,9 +75,12 @@ def test_ctrl_c_stops_the_cohort_quietly(cohort, tmp_path):
     """Ctrl-C in a terminal reaches every process of the group, the Dask workers too: only "interrupted" is said."""
     out = tmp_path / "results.csv"
     proc = subprocess.Popen(
-        _command(cohort, _manifest(cohort, 200), out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        _command(cohort, _manifest(cohort, 200), out),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        encoding="utf-8",
         start_new_session=True,  # its own process group, as a terminal gives a command
-    )  # fmt: skip
+    )
     seen: list[str] = []
     running = threading.Event()
 

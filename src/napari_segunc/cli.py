@@ -167,7 +167,7 @@ def _print_progress(report) -> None:
 
 
 def _cmd_uncertainty(args: argparse.Namespace) -> int:
-    from .io import check_outputs, read_volume, relocate, staged_folder
+    from .io import check_outputs, read_volume, relocate, staged_folder, volume_bytes
     from .progress import run_job
     from .uncertainty import pipeline
 
@@ -179,6 +179,13 @@ def _cmd_uncertainty(args: argparse.Namespace) -> int:
     targets = [pipeline.output_folder(args.out, g) / n for g in groups for n in names]
     inputs = [s.path for s in specs] + [args.reference, args.labels]
     check_outputs(targets, inputs=inputs, overwrite=args.overwrite)
+    from .io.probabilities import probability_shape
+
+    shape = probability_shape(specs[0].path)
+    if shape:  # per group: the per-class maps (mean, variance) and the scalar maps, as float32
+        per_group = shape[0] * (1 if args.no_class_variance else 2) + len(names) - 2
+        needed = volume_bytes(shape[1:], n_maps=len(groups) * per_group)
+        check_outputs(targets, inputs=inputs, overwrite=args.overwrite, needed_bytes=needed)
     reference = read_volume(args.reference) if args.reference else None
     job = pipeline.ensemble_job(
         specs, reference=reference, trust_pickle=args.trust_pickle, renormalize=args.renormalize,
@@ -205,7 +212,9 @@ def _check_quantile(q: float) -> None:
 def _cmd_raters(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .io import check_outputs, read_volume
+    import numpy as np
+
+    from .io import check_outputs, read_volume, volume_bytes
     from .uncertainty import analyze_raters
     from .uncertainty.pipeline import RATER_OUTPUT_NAMES, write_rater_outputs
 
@@ -223,6 +232,9 @@ def _cmd_raters(args: argparse.Namespace) -> int:
         raise InvalidInput(f"Every rater's label map is empty (only background), e.g. {empty[0]}; check the files.")
     for p in empty:
         print(f"segunc raters: warning: {p} is empty (only background)", file=sys.stderr)
+    n_classes = len(set().union(*(np.unique(r.data).tolist() for r in raters)) | {0})
+    needed = volume_bytes(raters[0].shape, n_maps=2 * n_classes + 1)  # soft labels, variance, vote entropy
+    check_outputs(targets, inputs=[*args.raters, args.labels], overwrite=args.overwrite, needed_bytes=needed)
     analysis = analyze_raters(raters, labels=labels, normalized=args.normalized, staple=not args.no_staple)
     write_rater_outputs(analysis, raters[0], args.out, overwrite=args.overwrite)
     for row in analysis.agreement_rows():

@@ -203,7 +203,7 @@ def test_restore_session_and_bad_input(medsam2_widget, qtbot, wait_idle, phantom
     widget.boxes_from_mask("truth", labels={"spleen": 4}, strategy="A")
     widget.run()
     wait_idle(widget, timeout=60_000)
-    assert "bad.pt is not a readable PyTorch checkpoint" in widget.status.text()
+    assert "bad.pt is not a PyTorch checkpoint" in widget.status.text()
     assert widget.run_button.isEnabled()
     widget.accept()
     assert "Run MedSAM2 first" in widget.status.text()

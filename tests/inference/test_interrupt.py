@@ -36,7 +36,7 @@ def test_ctrl_c_during_predict_exits_130_without_a_traceback(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "napari_segunc.cli", "predict", str(tmp_path / "study" / "image.nii.gz"),
          "--out", str(out), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env,
     )  # fmt: skip
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(proc.stderr, lines), daemon=True)

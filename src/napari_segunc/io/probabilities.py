@@ -116,25 +116,43 @@ def read_probabilities(
     return ProbabilityMap(data=data, grid=grid, path=str(p))
 
 
+def probability_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
+    """The (C, z, y, x) shape a probability file declares, from its header alone; None when it cannot be told."""
+    p = Path(path).expanduser()
+    try:
+        if _suffix(p) == ".npz":
+            return _npz_header(p)[0]
+        import nibabel as nib
+
+        x, y, z, c = nib.load(str(p)).shape
+        return (int(c), int(z), int(y), int(x))
+    except Exception:  # noqa: BLE001 - the reader explains later
+        return None
+
+
+def _npz_header(p: Path):
+    with zipfile.ZipFile(p) as zf:
+        info = zf.getinfo("probabilities.npy")
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            fmt = np.lib.format
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read(fh)
+            return tuple(int(s) for s in shape), np.dtype(dtype), fh.tell(), info.file_size
+
+
 def _check_npz_sizes(p: Path) -> None:
     """Refuse an .npz whose array header declares more bytes than the file holds or than memory has, before
     allocating anything (a corrupt header can declare petabytes)."""
     try:
-        with zipfile.ZipFile(p) as zf:
-            info = zf.getinfo("probabilities.npy")
-            with zf.open(info) as fh:
-                version = np.lib.format.read_magic(fh)
-                fmt = np.lib.format
-                read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-                shape, _, dtype = read(fh)
-                header = fh.tell()
+        shape, dtype, header, file_size = _npz_header(p)
     except (KeyError, zipfile.BadZipFile, OSError, EOFError, ValueError):
         return  # np.load explains below
-    need = int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    if need + header > info.file_size:
+    need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if need + header > file_size:
         raise InvalidInput(
             f"{p} is corrupt: its array header declares {shape} ({_size(need)}) but the file holds "
-            f"{_size(info.file_size)}; export it again."
+            f"{_size(file_size)}; export it again."
         )
     avail = _available_memory()
     if avail is not None and need > avail:
