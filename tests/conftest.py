@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -67,3 +68,26 @@ def _private_user_folders(tmp_path_factory, monkeypatch):
     root = tmp_path_factory.mktemp("user")
     monkeypatch.setenv("SEGUNC_SESSION_DIR", str(root / "sessions"))
     monkeypatch.setenv("SEGUNC_CONFIG_DIR", str(root / "config"))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Factory: ``tmpfs(name, options)`` mounts a tmpfs (e.g. ``"size=256k"``, ``"size=64k,ro"``) at
+    ``tmp_path / name`` and returns it; unmounted after the test. Mounting needs root: elsewhere the test is skipped
+    with that reason (CI runs as root, so the full-disk and read-only cases run there)."""
+    mounted: list[Path] = []
+
+    def mount(name: str, options: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip(f"a tmpfs ({options}) needs root to mount")
+        cmd = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)]
+        if subprocess.run(cmd, capture_output=True).returncode != 0:
+            pytest.skip(f"could not mount a tmpfs ({options})")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], check=False)

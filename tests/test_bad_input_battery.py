@@ -11,9 +11,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,34 +110,16 @@ def _duplicate_slice(src: Path, dst: Path) -> None:
     dst.write_bytes(data.replace(uid, other))
 
 
-def _mount(path: Path, options: str) -> bool:
-    path.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    return (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True).returncode == 0
-    )
-
-
 @pytest.fixture
-def ctx(study, tmp_path, request):
+def ctx(study, tmp_path, request, tmpfs):
     c = Ctx(s=study, w=tmp_path / "work")
     c.w.mkdir()
     needs = request.node.callspec.params.get("case").needs if hasattr(request.node, "callspec") else ""
-    mounted = []
     if needs.startswith("full"):
-        c.full = tmp_path / "full"
-        if not _mount(c.full, f"size={needs[4:] or 256}k"):
-            pytest.skip("the full-disk case needs root to mount a small tmpfs")
-        mounted.append(c.full)
+        c.full = tmpfs("full", f"size={needs[4:] or 256}k")
     if needs == "ro":
-        c.ro = tmp_path / "ro"
-        if not _mount(c.ro, "size=64k,ro"):
-            pytest.skip("the read-only case needs root to mount a read-only tmpfs")
-        mounted.append(c.ro)
-    yield c
-    for m in mounted:
-        subprocess.run(["umount", str(m)], check=False)
+        c.ro = tmpfs("ro", "size=64k,ro")
+    return c
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:

@@ -141,7 +141,7 @@ def test_report_refuses_maps_of_another_grid(study, tmp_path):
     assert not (tmp_path / "r.png").exists()
 
 
-def test_an_export_set_shares_one_version_and_a_failed_write_says_what_was_written(study, tmp_path, monkeypatch):
+def test_an_export_set_shares_one_version_and_is_written_whole_or_not_at_all(study, tmp_path, monkeypatch):
     from napari_segunc.progress import run_job
     from napari_segunc.prompts import prompts_from_mask
     from napari_segunc.report import case
@@ -158,8 +158,34 @@ def test_an_export_set_shares_one_version_and_a_failed_write_says_what_was_writt
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("napari_segunc.prompts.save_prompts", broken)
-    with pytest.raises(InvalidInput, match=r"box prompts .*No space left on device.*before the error: pt_1_labels_v2"):
+    with pytest.raises(InvalidInput, match=r"box prompts pt_1_boxes_v2.json to .*No space left on device\. Nothing was "
+                       r"exported"):  # fmt: skip
         run_job(case.write_case_files(export, again))
     assert (tmp_path / "pt_1_boxes.json").read_text() == "someone else's file"
+    # whole or not at all: the label map written before the failure is not left behind, nor the staging folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pt_1_boxes.json"]
+    monkeypatch.undo()
+    assert {k: p.name for k, p in run_job(case.write_case_files(export, again)).items()} == {
+        "labels": "pt_1_labels_v2.nii.gz", "prompts": "pt_1_boxes_v2.json"}  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "pt_1_boxes.json",
+        "pt_1_boxes_v2.json",
+        "pt_1_labels_v2.nii.gz",
+    ]
+    # a name taken while the set was being written is never overwritten
+    third = case.plan_case_files(export, tmp_path)
+    real_writer = case._writer
+
+    def meanwhile(export_, key):
+        if key == "prompts":
+            (tmp_path / third[key].name).write_text("another export")
+        return real_writer(export_, key)
+
+    monkeypatch.setattr(case, "_writer", meanwhile)
+    with pytest.raises(InvalidInput, match=r"pt_1_boxes_v3.json appeared while exporting; nothing was overwritten"):
+        run_job(case.write_case_files(export, third))
+    assert (tmp_path / "pt_1_boxes_v3.json").read_text() == "another export"
+    assert not (tmp_path / "pt_1_labels_v3.nii.gz").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     with pytest.raises(InvalidInput, match="no label map"):
         case.CaseExport(image=study.image, case="x")

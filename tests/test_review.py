@@ -157,3 +157,41 @@ def test_sessions_live_beside_the_settings_unless_told(monkeypatch, tmp_path):
     assert session_root() == tmp_path / "profile" / "sessions"  # a fresh profile starts with no sessions
     monkeypatch.setenv("SEGUNC_SESSION_DIR", str(tmp_path / "elsewhere"))
     assert session_root() == tmp_path / "elsewhere"
+
+
+def test_autosave_on_a_full_disk_keeps_the_last_save_and_resumes_when_there_is_room(study, tmpfs):
+    import shutil
+
+    s, image, _ = study
+    disk = tmpfs("disk", "size=1m")
+    store = SessionStore.for_image(image, root=disk / "session")
+    ann = WorkingAnnotation(image)
+    ann.set_organ(s.truth.data == 1, 1, description="accept liver")
+    store.save(ann)
+    store.flush()
+    saved = (store.folder / "annotation.nii.gz").read_bytes()
+    meta = (store.folder / "session.json").read_text()
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (shutil.disk_usage(disk).free - 8192))  # 8 KiB left
+
+    noise = np.random.default_rng(0).integers(0, 6, image.shape).astype(np.uint8)  # does not compress to 8 KiB
+    ann.replace_all(noise, description="paint noise")
+    with pytest.raises(InvalidInput, match="disk is full"):
+        store.save(ann).result(30)
+    assert store.failure.startswith("Autosave of the review session failed: Cannot write ")
+    assert "the disk is full" in store.failure and "Export dock" in store.failure
+    # the last good save is whole, and nothing half-written lies beside it
+    assert (store.folder / "annotation.nii.gz").read_bytes() == saved
+    assert (store.folder / "session.json").read_text() == meta
+    assert sorted(p.name for p in store.folder.iterdir()) == ["annotation.nii.gz", "session.json"]
+    with pytest.raises(InvalidInput):  # a second failure is reported too, and does not block the queue
+        store.save(ann).result(30)
+
+    filler.unlink()
+    ann.set_organ(s.truth.data == 4, 4, description="accept spleen")
+    store.save(ann).result(30)
+    assert store.failure is None and store.saves == 2
+    labels, _ = store.load(image)
+    assert np.array_equal(labels, ann.data)
+    assert json.loads((store.folder / "session.json").read_text())["history"][-1] == "accept spleen"
+    store.close()

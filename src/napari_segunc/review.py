@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput
+from .errors import InvalidInput, SegUncError
 from .volume import Volume, VolumeKind, check_same_grid
 
 __all__ = ["Command", "History", "LabelEdit", "SessionStore", "WorkingAnnotation", "session_root"]
@@ -227,6 +227,8 @@ class SessionStore:
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="segunc-autosave")
         self._pending: concurrent.futures.Future | None = None
         self.saves = 0
+        #: the sentence of the last autosave that failed (disk full, read-only...); None once a save succeeds again
+        self.failure: str | None = None
 
     @classmethod
     def for_image(cls, image: Volume, root: str | os.PathLike | None = None) -> SessionStore:
@@ -250,11 +252,35 @@ class SessionStore:
         return self._pending
 
     def _write(self, volume: Volume, prompts: dict | None, meta: dict, previous) -> None:
+        """Write one snapshot; each file is replaced atomically, so a failed save keeps the previous one whole.
+
+        A failure sets `failure` (and is raised into the future); the next save is tried all the same, so that
+        autosaving resumes once the disk has room again.
+        """
+        if previous is not None:
+            concurrent.futures.wait([previous])  # in order; a failure of that one was reported already
+        try:
+            self._write_files(volume, prompts, meta)
+        except (SegUncError, OSError, RuntimeError) as exc:
+            from .io.writers import write_error
+
+            reason = write_error(self.folder, exc, folder=self.folder) if not isinstance(exc, SegUncError) else exc
+            self.failure = (
+                f"Autosave of the review session failed: {reason} The annotation is still in the viewer: export it "
+                f"with the Export dock; autosaving resumes at the next edit once the folder has room ({SESSION_ENV} "
+                "sets another folder)."
+            )
+            log.warning("%s", self.failure)
+            raise
+        if self.failure is not None:
+            log.info("autosave works again in %s", self.folder)
+        self.failure = None
+        self.saves += 1
+
+    def _write_files(self, volume: Volume, prompts: dict | None, meta: dict) -> None:
         from .io import write_volume
         from .io.writers import atomic_write
 
-        if previous is not None:
-            previous.result()  # in order
         self.folder.mkdir(parents=True, exist_ok=True)
         write_volume(volume, self.folder / self.ANNOTATION, overwrite=True)
         prompts_path = self.folder / self.PROMPTS
@@ -263,7 +289,6 @@ class SessionStore:
         elif prompts_path.exists():
             prompts_path.unlink()
         atomic_write(self.folder / self.META, lambda p: p.write_text(json.dumps(meta, indent=1)), overwrite=True)
-        self.saves += 1
 
     def flush(self, timeout: float | None = 60) -> None:
         """Wait for the writes in flight (raises what a write raised)."""

@@ -452,3 +452,60 @@ def test_reopening_an_image_offers_its_autosaved_session(open_study, wait_idle, 
     assert not store.exists()  # the declined session was moved aside, not left to be overwritten
     kept = [p for p in store.folder.parent.iterdir() if p.name.startswith(store.folder.name + "-")]
     assert len(kept) == 1 and np.array_equal(SessionStore(kept[0]).load(image)[0], truth)
+
+
+def test_nan_voxels_refused_naming_the_check_box_then_read_as_zero_when_ticked(
+    open_study, wait_idle, qtbot, errors, tmp_path
+):
+    import nibabel as nib
+
+    a = np.arange(1, 6 * 8 * 10 + 1, dtype=np.float32).reshape(10, 8, 6)  # nibabel: (x, y, z); no zero
+    a[3, 4, 5] = np.nan
+    a[1, 2, 3] = np.inf
+    path = tmp_path / "nan_ct.nii.gz"
+    nib.save(nib.Nifti1Image(a, np.eye(4)), path)
+    viewer, widget = open_study()
+
+    widget.open_image(path)
+    wait_idle(widget)
+    assert len(viewer.layers) == 0 and len(errors) == 1
+    assert "nan_ct.nii.gz holds 2 NaN or infinite voxel(s)" in errors[0]
+    assert "tick “Read NaN/Inf voxels as 0” in Open study" in errors[0] and "--replace" not in errors[0]
+    assert widget.nonfinite_check.text() == "Read NaN/Inf voxels as 0"  # the box the message names
+
+    qtbot.mouseClick(widget.nonfinite_check, Qt.LeftButton)
+    assert widget.nonfinite_check.isChecked()
+    widget.open_image(path)
+    wait_idle(widget)
+    (image,) = viewer.layers
+    assert len(errors) == 1  # no new error
+    assert np.isfinite(image.data).all() and int((image.data == 0).sum()) == 2
+    # every other voxel keeps its value (the RAS file is shown in LPS, so compare the sorted values)
+    np.testing.assert_array_equal(np.sort(image.data[image.data != 0]), np.sort(a[np.isfinite(a)]))
+    status = widget.status.text()
+    assert status.startswith("Opened nan_ct.nii.gz") and "⚠" in status
+    assert "2 NaN or infinite voxel(s) read as 0" in status
+    assert image.metadata["segunc_read_warnings"] == [f"{path}: 2 NaN or infinite voxel(s) read as 0, as asked."]
+
+
+def test_dicom_gap_refused_naming_the_gap_then_read_when_ticked(open_study, wait_idle, qtbot, errors, tmp_path):
+    from .conftest import _write_dicom_series
+
+    folder = tmp_path / "gap"
+    data = np.random.default_rng(1).integers(-1000, 200, size=(6, 12, 10))
+    _write_dicom_series(folder, data, series_uid="1.2.826.0.1.3680043.2.1125.9.7", description="gap")
+    (folder / "7_003.dcm").unlink()  # slice 4 of 6 (z = 6 mm) is lost
+    viewer, widget = open_study()
+
+    widget.open_image(folder)
+    wait_idle(widget)
+    assert len(viewer.layers) == 0 and len(errors) == 1
+    assert "has a gap of 4.00 mm" in errors[0] and "tick “Accept DICOM slice gaps” in Open study" in errors[0]
+
+    widget.gaps_check.setChecked(True)
+    widget.open_image(folder)
+    wait_idle(widget)
+    (image,) = viewer.layers
+    assert image.data.shape == (5, 12, 10) and len(errors) == 1
+    assert "⚠" in widget.status.text() and "gap of 4.00 mm" in widget.status.text()
+    assert "read anyway, as asked" in widget.status.text()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from napari.layers import Image, Labels
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import QMessageBox
 
 from ..errors import InvalidInput
@@ -47,8 +49,41 @@ class ReviewState:
         return self.annotation.history
 
     def autosave(self) -> None:
+        """Save in the background; a failed save is shown as a napari warning (once, until a save succeeds)."""
         if self.store is not None:
-            self.store.save(self.annotation, self.prompts)
+            store = self.store
+            notifier = _notifier()
+            store.save(self.annotation, self.prompts).add_done_callback(
+                lambda future: notifier.done.emit(store, future.exception() is None)
+            )
+
+
+class _AutosaveNotifier(QObject):
+    """Carries the result of an autosave from its thread to the GUI thread (a queued signal)."""
+
+    done = Signal(object, bool)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warned: set[int] = set()  # stores whose failure was shown
+        self.done.connect(self._show)
+
+    def _show(self, store: SessionStore, ok: bool) -> None:
+        if ok:
+            self.warned.discard(id(store))
+        elif id(store) not in self.warned and store.failure:
+            self.warned.add(id(store))
+            show_warning(store.failure)
+
+
+_NOTIFIER: list[_AutosaveNotifier] = []
+
+
+def _notifier() -> _AutosaveNotifier:
+    """The notifier, made on first use in the GUI thread (where autosaves start, from the history's listeners)."""
+    if not _NOTIFIER:
+        _NOTIFIER.append(_AutosaveNotifier())
+    return _NOTIFIER[0]
 
 
 def image_volume(layer: Image) -> Volume:

@@ -7,16 +7,18 @@ that the widget adds on the GUI thread.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput, SegUncError
-from ..io import DicomSeries, list_dicom_series, read_probabilities, read_volume
+from ..io import DicomSeries, list_dicom_series, read_policy, read_probabilities, read_volume
 from ..io._npe2 import LayerData, phantom_layers, volume_layer_data
 from ..io.readers import _suffix
 from ..progress import Progress
@@ -35,6 +37,7 @@ __all__ = [
     "load_rater_folder",
     "load_raters",
     "probabilities_job",
+    "reading",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,7 @@ class ImageResult:
     layer: LayerData | None = None
     data_range: tuple[float, float] | None = None
     series: list[DicomSeries] = dataclasses.field(default_factory=list)  # when a choice is needed
+    warnings: list[str] = dataclasses.field(default_factory=list)  # what the reader accepted as asked, or noticed
 
 
 @dataclasses.dataclass
@@ -60,6 +64,7 @@ class RaterResult:
     path: Path
     layer: LayerData | None = None
     error: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -85,13 +90,58 @@ def data_range(data: np.ndarray) -> tuple[float, float]:
     return (float(data.min()), float(data.max()))
 
 
-def load_image(path: Path, series_id: str | None) -> ImageResult:
-    if path.is_dir() and series_id is None:
-        series = list_dicom_series(path)
-        if len(series) > 1:
-            return ImageResult(path, series=series)
-    volume = read_volume(path, series_id=series_id, kind=VolumeKind.INTENSITY)
-    return ImageResult(path, volume=volume, layer=volume_layer_data(volume), data_range=data_range(volume.data))
+#: the check boxes of the Open-study dock that ask the readers for more than exact files (`io.read_policy`)
+NONFINITE_BOX = "Read NaN/Inf voxels as 0"
+GAPS_BOX = "Accept DICOM slice gaps"
+
+
+class _ThreadWarnings(logging.Handler):
+    """Collects the plugin's warnings logged by one thread (a worker's), to show them in its dock."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def reading(*, replace_nonfinite: bool = False, accept_dicom_gaps: bool = False) -> Iterator[list[str]]:
+    """Read under the dock's policy; refusals name its check boxes. Yields the list of warnings logged meanwhile."""
+    advice = {
+        "nonfinite_advice": f"tick “{NONFINITE_BOX}” in Open study",
+        "gaps_advice": f"tick “{GAPS_BOX}” in Open study",
+    }
+    handler = _ThreadWarnings()
+    logger = logging.getLogger("napari_segunc")
+    logger.addHandler(handler)
+    try:
+        with read_policy(replace_nonfinite=replace_nonfinite, accept_dicom_gaps=accept_dicom_gaps, **advice):
+            yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+
+
+def load_image(
+    path: Path, series_id: str | None, *, replace_nonfinite: bool = False, accept_dicom_gaps: bool = False
+) -> ImageResult:
+    """Read an image (or list a folder's DICOM series when a choice is needed) under the dock's read policy."""
+    with reading(replace_nonfinite=replace_nonfinite, accept_dicom_gaps=accept_dicom_gaps) as warnings:
+        if path.is_dir() and series_id is None:
+            series = list_dicom_series(path)
+            if len(series) > 1:
+                return ImageResult(path, series=series)
+        volume = read_volume(path, series_id=series_id, kind=VolumeKind.INTENSITY)
+    return ImageResult(
+        path,
+        volume=volume,
+        layer=volume_layer_data(volume),
+        data_range=data_range(volume.data),
+        warnings=list(warnings),
+    )
 
 
 def load_phantom(seed: int) -> StudyResult:
@@ -100,16 +150,17 @@ def load_phantom(seed: int) -> StudyResult:
 
 
 # ------------------------------------------------------------------------------------ rater label maps
-def load_raters(paths: Sequence[Path], reference: Volume) -> Iterator[RaterResult]:
+def load_raters(paths: Sequence[Path], reference: Volume, *, replace_nonfinite: bool = False) -> Iterator[RaterResult]:
     """Read each label map and check it against `reference`; a mismatch or unreadable file yields an error."""
     for path in paths:
         try:
-            volume = read_volume(path, kind=VolumeKind.LABELS)
+            with reading(replace_nonfinite=replace_nonfinite) as warnings:
+                volume = read_volume(path, kind=VolumeKind.LABELS)
             check_same_grid(reference, volume)
         except SegUncError as exc:
             yield RaterResult(path, error=f"{path.name} was not added: {exc}")
         else:
-            yield RaterResult(path, layer=volume_layer_data(volume))
+            yield RaterResult(path, layer=volume_layer_data(volume), warnings=list(warnings))
 
 
 def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
@@ -122,7 +173,7 @@ def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]
     )
 
 
-def load_rater_folder(folder: Path, reference: Volume) -> Iterator[RaterResult]:
+def load_rater_folder(folder: Path, reference: Volume, *, replace_nonfinite: bool = False) -> Iterator[RaterResult]:
     """`load_raters` for every label map in `folder` (the image's own file, when it is there, is left out)."""
     if not folder.is_dir():
         raise InvalidInput(f"{folder} is not a folder; choose the folder that holds the raters' label maps.")
@@ -132,7 +183,7 @@ def load_rater_folder(folder: Path, reference: Volume) -> Iterator[RaterResult]:
         raise InvalidInput(
             f"{folder} holds no label maps ({', '.join('*' + s for s in LABEL_MAP_SUFFIXES)}); nothing was added."
         )
-    yield from load_raters(paths, reference)
+    yield from load_raters(paths, reference, replace_nonfinite=replace_nonfinite)
 
 
 # ------------------------------------------------------------------------------------ probability maps

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.layers import Image
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -99,6 +99,16 @@ class OpenStudyWidget(QWidget):
             "Reading a .pkl unpickles it, which can run code: tick only for files you trust.\n"
             "Unticked, an .npz takes the open image's geometry (its size is still checked)."
         )
+        self.nonfinite_check = QCheckBox(jobs.NONFINITE_BOX)
+        self.nonfinite_check.setToolTip(
+            "Images and rater maps holding NaN or infinite voxels are refused, as those voxels have no value.\n"
+            "Tick to read them as 0 instead; the dock then says how many there were."
+        )
+        self.gaps_check = QCheckBox(jobs.GAPS_BOX)
+        self.gaps_check.setToolTip(
+            "A DICOM series with a missing, duplicate or unevenly spaced slice is refused: read as one volume it\n"
+            "would be stretched between the slices. Tick to read it anyway; the dock then names the gap."
+        )
         self.preset_combo = QComboBox()
         for preset in WindowPreset:
             self.preset_combo.addItem(preset.label, preset)
@@ -117,6 +127,7 @@ class OpenStudyWidget(QWidget):
         layout.addLayout(_row(self.raters_button, self.rater_folder_button))
         layout.addWidget(self.probabilities_button)
         layout.addWidget(self.trust_pickle_check)
+        layout.addLayout(_row(self.nonfinite_check, self.gaps_check))
         layout.addWidget(self.phantom_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -138,7 +149,7 @@ class OpenStudyWidget(QWidget):
         """Widgets disabled while a worker runs."""
         return [self.path_edit, self.open_button, self.file_button, self.folder_button, self.series_combo,
                 self.raters_button, self.rater_folder_button, self.probabilities_button, self.trust_pickle_check,
-                self.preset_combo, self.phantom_button]  # fmt: skip
+                self.nonfinite_check, self.gaps_check, self.preset_combo, self.phantom_button]  # fmt: skip
 
     @property
     def busy(self) -> bool:
@@ -196,7 +207,15 @@ class OpenStudyWidget(QWidget):
         """
         path = Path(path).expanduser()
         self.path_edit.setText(str(path))
-        self._start(jobs.load_image, path, series_id, on_returned=self._image_loaded, what=f"Reading {path.name}")
+        self._start(
+            jobs.load_image,
+            path,
+            series_id,
+            replace_nonfinite=self.nonfinite_check.isChecked(),
+            accept_dicom_gaps=self.gaps_check.isChecked(),
+            on_returned=self._image_loaded,
+            what=f"Reading {path.name}",
+        )
 
     def add_raters(self, paths: Sequence[str | os.PathLike]) -> None:
         """Read rater label maps in a worker; each one on the image's grid becomes a labels layer.
@@ -207,8 +226,7 @@ class OpenStudyWidget(QWidget):
         if not self._have_image("rater label maps"):
             return
         paths = [Path(p).expanduser() for p in paths]
-        what = f"Reading {len(paths)} rater map(s)"
-        self._start(jobs.load_raters, paths, self.image_volume, on_yielded=self._rater_loaded, what=what)
+        self._start_raters(jobs.load_raters, paths, f"Reading {len(paths)} rater map(s)")
 
     def add_rater_folder(self, folder: str | os.PathLike) -> None:
         """Add every label map in `folder` (``*.nii``, ``*.nii.gz``, ``*.nrrd``, ``*.nhdr``, ``*.mha``, ``*.mhd``,
@@ -220,8 +238,17 @@ class OpenStudyWidget(QWidget):
         if not self._have_image("rater label maps"):
             return
         folder = Path(folder).expanduser()
-        what = f"Reading the rater maps in {folder.name}"
-        self._start(jobs.load_rater_folder, folder, self.image_volume, on_yielded=self._rater_loaded, what=what)
+        self._start_raters(jobs.load_rater_folder, folder, f"Reading the rater maps in {folder.name}")
+
+    def _start_raters(self, job, source, what: str) -> None:
+        self._start(
+            job,
+            source,
+            self.image_volume,
+            replace_nonfinite=self.nonfinite_check.isChecked(),
+            on_yielded=self._rater_loaded,
+            what=what,
+        )
 
     def add_probabilities(
         self, paths: Sequence[str | os.PathLike], *, names: Sequence[str] | None = None, trust_pickle: bool = False
@@ -299,7 +326,8 @@ class OpenStudyWidget(QWidget):
             return
         self._show_series([])
         self._add_image(result.volume, result.layer, result.data_range)
-        self.status.setText(f"Opened {result.path.name}: {self._describe(result.volume)}.")
+        self.image_layer.metadata["segunc_read_warnings"] = list(result.warnings)
+        self.status.setText(f"Opened {result.path.name}: {self._describe(result.volume)}." + self._warned(result))
         self._offer_restore()
 
     def _rater_loaded(self, result: jobs.RaterResult) -> None:
@@ -308,7 +336,7 @@ class OpenStudyWidget(QWidget):
             return
         n_raters = len(layers_with_role(self.viewer.layers, LayerRole.RATER))
         layer = self._add_layer(as_rater(result.layer, n_raters))  # a rater whatever its file name, in its colour
-        self.status.setText(f"Added rater map '{layer.name}'.")
+        self.status.setText(f"Added rater map '{layer.name}'." + self._warned(result))
 
     def _phantom_loaded(self, result: jobs.StudyResult) -> None:
         self._add_image(result.volume, result.layers[0], result.data_range)
@@ -376,6 +404,14 @@ class OpenStudyWidget(QWidget):
         self._series_folder = folder if series else None
         self.series_combo.setVisible(bool(series))
         self.series_label.setVisible(bool(series))
+
+    @staticmethod
+    def _warned(result: jobs.ImageResult | jobs.RaterResult) -> str:
+        """The reader's warnings, as a line of the status and a napari warning (empty when there were none)."""
+        if not result.warnings:
+            return ""
+        show_warning(f"{result.path.name}: " + " ".join(result.warnings))
+        return "".join(f"\n⚠ {w}" for w in result.warnings)
 
     @staticmethod
     def _describe(volume: Volume) -> str:

@@ -48,15 +48,24 @@ class ReadPolicy:
 
     replace_nonfinite: bool = False  # NaN/±Inf image voxels become 0, with a warning (otherwise refused)
     accept_dicom_gaps: bool = False  # DICOM series with missing, duplicate or uneven slices (otherwise refused)
+    #: how a refusal tells the user to ask for each (the CLI's options; a dock names its check boxes)
+    nonfinite_advice: str = "pass --replace-nonfinite"
+    gaps_advice: str = "pass --accept-dicom-gaps"
 
 
 _POLICY: contextvars.ContextVar[ReadPolicy] = contextvars.ContextVar("segunc_read_policy", default=ReadPolicy())  # noqa: B039 - frozen
 
 
 @contextlib.contextmanager
-def read_policy(*, replace_nonfinite: bool = False, accept_dicom_gaps: bool = False) -> Iterator[ReadPolicy]:
-    """Within the block, `read_volume` applies this policy (``--replace-nonfinite``, ``--accept-dicom-gaps``)."""
-    policy = ReadPolicy(replace_nonfinite, accept_dicom_gaps)
+def read_policy(
+    *, replace_nonfinite: bool = False, accept_dicom_gaps: bool = False, **advice: str
+) -> Iterator[ReadPolicy]:
+    """Within the block, `read_volume` applies this policy (``--replace-nonfinite``, ``--accept-dicom-gaps``).
+
+    `advice`: ``nonfinite_advice`` / ``gaps_advice``, the words a refusal uses to say how to ask for each (default
+    the CLI options).
+    """
+    policy = ReadPolicy(replace_nonfinite, accept_dicom_gaps, **advice)
     token = _POLICY.set(policy)
     try:
         yield policy
@@ -338,10 +347,10 @@ def _check_finite(image, p: Path, nonfinite: int, *, replace: bool):
         return image
     if not replace:
         raise InvalidInput(
-            f"{p} holds {nonfinite} NaN or infinite voxel(s); fix the file, or pass --replace-nonfinite to read them "
-            "as 0."
+            f"{p} holds {nonfinite} NaN or infinite voxel(s); fix the file, or {_POLICY.get().nonfinite_advice} to "
+            "read them as 0."
         )
-    log.warning("%s: %d NaN or infinite voxel(s) read as 0 (--replace-nonfinite).", p, nonfinite)
+    log.warning("%s: %d NaN or infinite voxel(s) read as 0, as asked.", p, nonfinite)
     return image
 
 
@@ -456,9 +465,9 @@ def _read_dicom(folder: Path, series_id: str | None, *, accept_gaps: bool = Fals
         if not accept_gaps:
             raise InvalidInput(
                 f"The DICOM series in {folder} {problem}; the volume would be stretched. Restore the slice from the "
-                "source, or pass --accept-dicom-gaps to read it anyway."
+                f"source, or {_POLICY.get().gaps_advice} to read it anyway."
             )
-        log.warning("DICOM series in %s %s; read anyway (--accept-dicom-gaps).", folder, problem)
+        log.warning("DICOM series in %s %s; read anyway, as asked.", folder, problem)
     return image, chosen.modality, chosen.series_id
 
 

@@ -4,8 +4,8 @@
 version: ``_v2`` (``_v3``...) is appended to every name as soon as one of them exists, so an export never overwrites
 anything and its files belong together. `write_case_files` is a generator job (ARCHITECTURE.md convention 2): it
 yields a `napari_segunc.progress.Progress` per file and returns ``{what: Path}``. Label maps and maps are written in
-the image's *source* geometry (`napari_segunc.io.write_volume`), maps as float32 NIfTI; each write is atomic and
-goes through `napari_segunc.io.versioned_path` as a last guard. Qt-free.
+the image's *source* geometry (`napari_segunc.io.write_volume`), maps as float32 NIfTI; the whole set is staged and
+moved into place only when every file was written and checked (`napari_segunc.io.staged_folder`). Qt-free.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput, SegUncError
-from ..io.writers import versioned_path, write_csv, write_volume
+from ..io.writers import write_csv, write_volume
 from ..progress import Progress
 from ..volume import FileFormat, Volume, VolumeKind
 
@@ -191,29 +191,50 @@ def describe(key: str) -> str:
     return f"map '{key[len(_MAP) :]}'" if key.startswith(_MAP) else _WHAT.get(key, key)
 
 
+def _reason(exc: BaseException, stage: Path) -> str:
+    """Why a write failed, without the staging folder's name (the user never sees that folder)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().rstrip(".")
+    match = re.match(r"Cannot write .+?: (.*)$", text, flags=re.S)
+    return (match.group(1) if match else text).replace(str(stage), "the export folder")
+
+
 def write_case_files(export: CaseExport, files: Mapping[str, Path]) -> Generator[Progress, None, dict[str, Path]]:
     """Write the planned `files` (from `plan_case_files`); yields progress per file, returns ``{what: path}``.
 
-    A file that appeared since the plan gets the next free ``_vN`` name rather than being overwritten.
+    The set is written whole or not at all: every file goes into a hidden staging folder inside the export folder
+    and is checked there (`napari_segunc.io.staged_folder`), and only a complete set is moved to its final names.
+    A name that was taken meanwhile is never overwritten: the export is refused and can simply be run again.
 
     Raises
     ------
     InvalidInput
-        A write failed (folder missing or not writable, disk full...): the message names the file and lists what
-        was written before it.
+        A write failed (folder missing or not writable, disk full...): the message names the file and says that
+        nothing was exported.
     """
-    written: dict[str, Path] = {}
+    from ..io.outputs import staged_folder
+
     total = len(files)
-    for step, (key, planned) in enumerate(files.items(), start=1):
-        yield Progress(step - 1, total, f"writing the {describe(key)}")
-        path = versioned_path(planned)
-        try:
-            written[key] = Path(_writer(export, key)(path))
-        except (SegUncError, OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's writers
-            done = ", ".join(p.name for p in written.values()) or "nothing"
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise InvalidInput(f"Could not write the {describe(key)} to {path}: {reason}. Written before the error: "
-                               f"{done}.") from exc  # fmt: skip
-        log.info("exported %s to %s", key, written[key])
+    folders = {Path(p).parent for p in files.values()}
+    if len(folders) != 1:
+        raise ValueError(f"an export is written into one folder, not {sorted(map(str, folders))}")
+    (folder,) = folders
+    with staged_folder(folder) as stage:
+        for step, (key, planned) in enumerate(files.items(), start=1):
+            yield Progress(step - 1, total, f"writing the {describe(key)}")
+            try:
+                _writer(export, key)(stage / planned.name)
+            except (SegUncError, OSError, RuntimeError) as exc:  # RuntimeError: SimpleITK's writers
+                raise InvalidInput(
+                    f"Could not write the {describe(key)} {planned.name} to {folder}: "
+                    f"{_reason(exc, stage)}. Nothing was exported (an export is written whole or not "
+                    "at all)."
+                ) from exc
+            log.info("exported %s to %s", key, planned)
+        taken = [p for p in files.values() if _taken(p)]
+        if taken:
+            raise InvalidInput(f"{taken[0]} appeared while exporting; nothing was overwritten. Export again: the "
+                               "next free version (_vN) is used.")  # fmt: skip
     yield Progress(total, total, "done")
-    return written
+    return dict(files)
