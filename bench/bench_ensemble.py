@@ -24,13 +24,14 @@ from pathlib import Path
 
 OURS = r"""
 import json, resource, sys, time
-from napari_segunc.inference.nnunet import predict_job, read_ensemble_file
+from napari_segunc.inference.nnunet import predict_members, read_ensemble_file
 from napari_segunc.io import read_volume
 from napari_segunc.progress import run_job
-from napari_segunc.uncertainty.pipeline import write_ensemble_outputs
+from napari_segunc.uncertainty.pipeline import accumulate, write_ensemble_outputs
 image, ens, out, device = sys.argv[1:5]
 t = time.perf_counter()
-acc, grid = run_job(predict_job(read_volume(image), read_ensemble_file(ens), device=device), None)
+runs = predict_members(read_volume(image), read_ensemble_file(ens), device=device)
+acc, grid, _labels = run_job(accumulate(runs), None)
 write_ensemble_outputs(acc.result(consume=True), grid, out)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": time.perf_counter() - t, "max_rss_mb": rss}))

@@ -95,3 +95,22 @@ def test_phantom_command_writes_the_study(tmp_path, capsys):
     # refusing to overwrite what is there
     assert main(["phantom", str(tmp_path / "study"), "--seed", "3", "--raters", "2"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_on_one_line_in_an_80_column_terminal(monkeypatch, capsys):
+    from napari_segunc.cli import build_parser
+
+    monkeypatch.setenv("COLUMNS", "80")
+    parser = build_parser()
+    commands = list(parser._subparsers._group_actions[0].choices)  # argparse keeps its subparsers there
+    assert len(commands) == 13
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    assert stop.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    listed = {line.split()[0]: line for line in lines if line.startswith("    ") and line.split()[0] in commands}
+    assert sorted(listed) == sorted(commands)
+    for command, line in listed.items():
+        assert len(line) <= 80
+        help_text = parser._subparsers._group_actions[0]._choices_actions[commands.index(command)].help
+        assert line.split(None, 1)[1] == help_text  # the whole help on the command's own line

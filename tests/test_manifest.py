@@ -14,8 +14,9 @@ from npe2 import PluginManifest
 
 import napari_segunc
 from napari_segunc.display import WindowPreset, contrast_limits
-from napari_segunc.io._npe2 import get_reader, phantom_sample, read_layers, write_labels
+from napari_segunc.io._npe2 import get_reader, read_layers, write_labels
 from napari_segunc.phantom import make_phantom, write_phantom
+from napari_segunc.samples import phantom_sample
 from napari_segunc.volume import Modality, VolumeKind
 
 REPO = Path(__file__).resolve().parents[1]

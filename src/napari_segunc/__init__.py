@@ -7,7 +7,7 @@ The top-level package stays light: it imports neither Qt, napari nor torch. Impo
 
 from __future__ import annotations
 
-from .errors import Cancelled, EngineUnavailable, GeometryMismatch, InvalidInput, SegUncError
+from .errors import Cancelled, EngineFailed, EngineUnavailable, GeometryMismatch, InvalidInput, SegUncError
 from .io import read_volume, write_volume
 from .phantom import make_phantom
 from .volume import Modality, Volume, VolumeKind
@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "Cancelled",
+    "EngineFailed",
     "EngineUnavailable",
     "GeometryMismatch",
     "InvalidInput",

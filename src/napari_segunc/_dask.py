@@ -43,9 +43,12 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[object]:
                     # silence_logs: what the worker processes log; a case's error comes back through its future,
                     # and what they log at ERROR is otherwise the shutdown's lost connections (with tracebacks)
                     cluster = LocalCluster(
-                        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                        n_workers=workers,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=None,
                         silence_logs=False if verbose else logging.CRITICAL,
-                    )  # fmt: skip
+                    )
             client = Client(cluster if cluster is not None else scheduler)
             log.info("dask: %s (%.1f s to start)", client, time.perf_counter() - start)
             yield client

@@ -20,7 +20,7 @@ from pathlib import Path
 from .errors import InvalidInput
 from .io import atomic_write, versioned_path
 
-__all__ = ["run_demo"]
+__all__ = ["add_demo_arguments", "run_demo"]
 
 log = logging.getLogger(__name__)
 
@@ -119,20 +119,19 @@ def _ensemble_maps(out_dir: Path, image_path: Path) -> list[Path]:
     if not (DEMO_DIR / "ensemble.json").is_file():
         log.warning("the demo ensemble is not installed: showing the study without model outputs")
         return []
-    from .inference.nnunet import predict_job, read_ensemble_file
+    from .inference.nnunet import predict_members, read_ensemble_file
     from .io import read_volume
-    from .phantom import LABELS
     from .progress import run_job
-    from .uncertainty.pipeline import write_ensemble_outputs
+    from .uncertainty.pipeline import accumulate, write_ensemble_outputs
 
     members = read_ensemble_file(demo_ensemble_file())
     started = time.monotonic()
     # one line for the step: its start now (it takes a minute on a CPU), how it ended once it has
     print(f"demo ensemble: running its {len(members)} nnU-Net models on the study …", end=" ", flush=True)
     try:
-        job = predict_job(read_volume(image_path), members, device="auto", mirroring=False, class_variance=False)
-        acc, grid = run_job(job, None)
-        write_ensemble_outputs(acc.result(consume=True), grid, folder, labels=dict(LABELS), overwrite=False)
+        runs = predict_members(read_volume(image_path), members, device="auto", mirroring=False)
+        acc, grid, labels = run_job(accumulate(runs, class_variance=False), None)
+        write_ensemble_outputs(acc.result(consume=True), grid, folder, labels=labels, overwrite=False)
     except BaseException:
         print("failed", flush=True)
         raise
@@ -237,12 +236,17 @@ def _save_png(rgba, path: Path) -> None:
     atomic_write(path, lambda tmp: iio.imwrite(tmp, rgba, extension=".png"), overwrite=False)
 
 
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the demo's options (``--out-dir``, ``--screenshot``, ``--seed``): `segunc demo` and this module's `main`."""
+    parser.add_argument("--out-dir", default="demo_data", help="where the phantom study is written (default demo_data)")
+    parser.add_argument("--screenshot", default=None, help="PNG path used when there is no display")
+    parser.add_argument("--seed", type=int, default=0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m napari_segunc.demo`` (what the headless re-run executes)."""
     parser = argparse.ArgumentParser(prog="python -m napari_segunc.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", default="demo_data")
-    parser.add_argument("--screenshot", default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    add_demo_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -6,7 +6,7 @@ what to do. The CLI prints the message alone (no traceback) and exits with code 
 
 from __future__ import annotations
 
-__all__ = ["SegUncError", "InvalidInput", "GeometryMismatch", "EngineUnavailable", "Cancelled"]
+__all__ = ["SegUncError", "InvalidInput", "GeometryMismatch", "EngineUnavailable", "EngineFailed", "Cancelled"]
 
 
 class SegUncError(Exception):
@@ -23,6 +23,11 @@ class GeometryMismatch(InvalidInput):
 
 class EngineUnavailable(SegUncError, RuntimeError):
     """An optional engine (nnU-Net, SAM2, CUDA...) is not installed or cannot run here."""
+
+
+class EngineFailed(SegUncError, RuntimeError):
+    """An engine (nnU-Net, SAM2) failed while running on input that was accepted; the message names the member and
+    the engine's own error."""
 
 
 class Cancelled(SegUncError):

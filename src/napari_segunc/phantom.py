@@ -8,6 +8,9 @@ Everything is drawn from ``numpy.random.default_rng(seed)``: the same seed gives
 Anatomy is laid out in units of the field of view (body half-axes ``Bx``, ``By`` and half-height ``Hz``), so that
 smaller grids still hold every organ. Organ shapes are ellipsoids (a bent one for the pancreas) deformed by smooth
 Gaussian random fields; no voxel-blocky primitives.
+
+One responsibility, drawing the phantom study; kept in one module past 400 lines (`napari_segunc.samples` turns it
+into napari layers).
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ import numpy as np
 from scipy import ndimage
 
 from .errors import InvalidInput
+from .organs import PHANTOM_LABELS
 from .volume import Modality, Volume, VolumeKind
 
 __all__ = ["DEFAULT_SHAPE", "DEFAULT_SPACING", "LABELS", "PhantomStudy", "make_phantom", "write_phantom"]
 
 log = logging.getLogger(__name__)
 
-LABELS: dict[str, int] = {"liver": 1, "kidney_right": 2, "kidney_left": 3, "spleen": 4, "pancreas": 5}
+#: The organs painted, name → label value (`napari_segunc.organs.PHANTOM_LABELS`).
+LABELS: dict[str, int] = PHANTOM_LABELS
 DEFAULT_SHAPE: tuple[int, int, int] = (48, 112, 144)
 DEFAULT_SPACING: tuple[float, float, float] = (3.0, 2.5, 2.5)
 
@@ -45,17 +50,46 @@ _ORGANS = {
     "stomach": ((0.30, -0.35, 0.45), (0.20, 0.24, 0.45), 20.0),
 }
 # Pancreas: a bent ellipsoid along x from the head (u = -1) to the tail (u = +1): (head, neck, tail) values.
-# fmt: off
-_PANCREAS = {"x": (-0.24, 0.50), "y": (0.10, -0.02, 0.18), "z": (0.05, 0.12, 0.22), "ty": (0.12, 0.08),
-             "tz": (0.26, 0.18)}
-_HU = {"fat": -100.0, "visceral_fat": -90.0, "muscle": 45.0, "bowel": 30.0, "gas": -850.0, "fluid": 15.0,
-       "liver": 100.0, "spleen": 110.0, "pancreas": 90.0, "kidney_cortex": 160.0, "kidney_medulla": 125.0,
-       "aorta": 165.0, "ivc": 125.0, "cortical_bone": 700.0, "marrow": 280.0, "posterior_bone": 600.0, "disc": 80.0}
+_PANCREAS = {
+    "x": (-0.24, 0.50),
+    "y": (0.10, -0.02, 0.18),
+    "z": (0.05, 0.12, 0.22),
+    "ty": (0.12, 0.08),
+    "tz": (0.26, 0.18),
+}
+_HU = {
+    "fat": -100.0,
+    "visceral_fat": -90.0,
+    "muscle": 45.0,
+    "bowel": 30.0,
+    "gas": -850.0,
+    "fluid": 15.0,
+    "liver": 100.0,
+    "spleen": 110.0,
+    "pancreas": 90.0,
+    "kidney_cortex": 160.0,
+    "kidney_medulla": 125.0,
+    "aorta": 165.0,
+    "ivc": 125.0,
+    "cortical_bone": 700.0,
+    "marrow": 280.0,
+    "posterior_bone": 600.0,
+    "disc": 80.0,
+}
 # Tissues painted in this order (later ones cover earlier ones): (mask, tissue).
-_PAINT_ORDER = (("body", "fat"), ("wall", "muscle"), ("cavity", "visceral_fat"), ("bowel", "bowel"), ("gas", "gas"),
-                ("muscle", "muscle"), ("stomach", "muscle"), ("stomach_fluid", "fluid"), ("stomach_gas", "gas"),
-                ("aorta", "aorta"), ("ivc", "ivc"))
-# fmt: on
+_PAINT_ORDER = (
+    ("body", "fat"),
+    ("wall", "muscle"),
+    ("cavity", "visceral_fat"),
+    ("bowel", "bowel"),
+    ("gas", "gas"),
+    ("muscle", "muscle"),
+    ("stomach", "muscle"),
+    ("stomach_fluid", "fluid"),
+    ("stomach_gas", "gas"),
+    ("aorta", "aorta"),
+    ("ivc", "ivc"),
+)
 # Rater styles (bias and jitter amplitude in voxels of mean size), cycled for raters beyond three.
 _STYLES = (("tight", -1.0, 0.35), ("loose", 1.0, 0.35), ("noisy", 0.0, 1.0))
 _DIFFICULTY = {"liver": 1.0, "kidney_right": 1.0, "kidney_left": 1.0, "spleen": 1.0, "pancreas": 1.6}

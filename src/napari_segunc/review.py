@@ -116,8 +116,15 @@ def _bbox(changed: np.ndarray) -> tuple[slice, ...] | None:
 class LabelEdit(Command):
     """A change of a label array kept as the bounding block of the changed voxels, before and after."""
 
-    def __init__(self, target: np.ndarray, box: tuple[slice, ...], before: np.ndarray, after: np.ndarray,
-                 description: str, on_change: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        target: np.ndarray,
+        box: tuple[slice, ...],
+        before: np.ndarray,
+        after: np.ndarray,
+        description: str,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.target, self.box, self.before, self.after = target, box, before, after
         self.on_change = on_change
         self.n_changed = int((before != after).sum())
@@ -149,8 +156,14 @@ class WorkingAnnotation:
         Called after every change, undo and redo (e.g. refresh the napari labels layer).
     """
 
-    def __init__(self, grid: Volume, data: np.ndarray | None = None, *, history: History | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        grid: Volume,
+        data: np.ndarray | None = None,
+        *,
+        history: History | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.grid = grid
         if data is None:
             data = np.zeros(grid.shape, dtype=np.uint8)
@@ -170,8 +183,9 @@ class WorkingAnnotation:
             return None
         if new.max(initial=0) > np.iinfo(self.data.dtype).max:
             raise InvalidInput(f"Label {int(new.max())} does not fit the annotation's {self.data.dtype}.")
-        edit = LabelEdit(self.data, box, self.data[box].copy(), new[box].astype(self.data.dtype), description,
-                         self.on_change)  # fmt: skip
+        edit = LabelEdit(
+            self.data, box, self.data[box].copy(), new[box].astype(self.data.dtype), description, self.on_change
+        )
         self.history.push(edit, apply=True)
         return edit
 
@@ -245,8 +259,13 @@ class SessionStore:
         """Snapshot now (copies), write in the background; returns the future of the write."""
         volume = annotation.grid.with_data(annotation.data.copy(), kind=VolumeKind.LABELS, name="annotation")
         prompts_dict = prompts.to_dict() if prompts is not None else None
-        meta = {"saved": time.strftime("%Y-%m-%d %H:%M:%S"), "history": annotation.history.descriptions,
-                "image": annotation.grid.name, "format": "napari-segunc session", "version": 1}  # fmt: skip
+        meta = {
+            "saved": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "history": annotation.history.descriptions,
+            "image": annotation.grid.name,
+            "format": "napari-segunc session",
+            "version": 1,
+        }
         previous = self._pending
         self._pending = self._pool.submit(self._write, volume, prompts_dict, meta, previous)
         return self._pending

@@ -6,6 +6,8 @@ Superior. Shown with row 0 at the top, an axial slice therefore has the patient'
 anterior at the top (radiological convention). ``spacing`` and ``origin`` are in mm and in array order ``(z, y, x)``,
 ready for napari's ``scale`` and ``translate``. The source file's own geometry (`SourceGeometry`) travels with the
 volume so that writers restore the original orientation, spacing, origin and direction exactly.
+
+One responsibility, the `Volume` type and its geometry; kept in one module past 400 lines.
 """
 
 from __future__ import annotations

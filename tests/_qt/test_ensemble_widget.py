@@ -13,10 +13,11 @@ from napari_segunc._qt._docks import open_dock
 from napari_segunc._qt._worker import NO_AUTOMATIC_FULL_COLLECTION
 from napari_segunc._qt.ensemble import FILE, FOLDERS
 from napari_segunc.inference.demo_models import demo_ensemble_file
-from napari_segunc.inference.nnunet import predict_job, read_ensemble_file
+from napari_segunc.inference.nnunet import predict_members, read_ensemble_file
 from napari_segunc.io._npe2 import volume_layer_data
 from napari_segunc.phantom import LABELS
 from napari_segunc.progress import run_job
+from napari_segunc.uncertainty.pipeline import accumulate
 
 pytestmark = [
     pytest.mark.gui,
@@ -108,7 +109,8 @@ def test_demo_ensemble_on_the_phantom(ensemble_widget, qtbot, phantom_study):
 
     # The widget adds exactly what the engine computes (the same members, the same settings).
     members = read_ensemble_file(demo_ensemble_file())
-    acc, _ = run_job(predict_job(phantom_study.image, members, device="cpu", mirroring=False, class_variance=False))
+    runs = predict_members(phantom_study.image, members, device="cpu", mirroring=False)
+    acc, _, _ = run_job(accumulate(runs, class_variance=False))
     for group, prefix in (("all", "ensemble "), ("rater2", "ensemble rater2: ")):
         maps = acc.result(group)
         np.testing.assert_array_equal(viewer.layers[prefix + "segmentation"].data, maps.segmentation)

@@ -10,9 +10,10 @@ import pytest
 from scipy import ndimage
 
 from napari_segunc.inference.demo_models import DEMO_DIR, demo_ensemble_file
-from napari_segunc.inference.nnunet import predict_job, read_ensemble_file
+from napari_segunc.inference.nnunet import predict_members, read_ensemble_file
 from napari_segunc.phantom import LABELS, make_phantom
 from napari_segunc.progress import run_job
+from napari_segunc.uncertainty.pipeline import accumulate
 
 torch = pytest.importorskip("torch")
 
@@ -50,7 +51,9 @@ def _boundary_and_interior(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def test_demo_ensemble_segments_a_held_out_phantom():
     study = make_phantom(seed=HELD_OUT_SEED, n_raters=1)
     members = read_ensemble_file(demo_ensemble_file())
-    acc, _ = run_job(predict_job(study.image, members, device="cpu", mirroring=False, class_variance=False))
+    runs = predict_members(study.image, members, device="cpu", mirroring=False)
+    acc, _, labels = run_job(accumulate(runs, class_variance=False))
+    assert labels == LABELS  # the models' dataset.json names the phantom's organs
     maps = acc.result()
     truth = study.truth.data
     dice = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -17,6 +18,7 @@ from napari_segunc.inference.device import select_device, torch_threads
 from napari_segunc.io import read_volume, write_volume
 from napari_segunc.phantom import make_phantom
 from napari_segunc.progress import run_job
+from napari_segunc.uncertainty.pipeline import accumulate
 from napari_segunc.volume import array_to_source
 
 torch = pytest.importorskip("torch")
@@ -46,8 +48,14 @@ def one_tile_image(tmp_path_factory):
     return write_volume(study.image, folder / "image.nii.gz")
 
 
+def predict(image, members, *, class_variance=True, **kwargs):
+    """The one pipeline over nnU-Net's member source, as ``segunc predict`` runs it."""
+    return accumulate(nnunet.predict_members(image, members, **kwargs), class_variance=class_variance)
+
+
 def _run(job):
-    return run_job(job, None)
+    """(accumulator, grid) of a finished pipeline."""
+    return tuple(run_job(job, None)[:2])
 
 
 def _nnunet_reference(model_dir, image_path):
@@ -69,12 +77,12 @@ def test_ensemble_mean_equals_nnunet_own_predictions(flipped_image):
     assert image.source.direction != image.direction  # the file order really differs from the canonical one
     members = nnunet.discover_members([MODEL_A, MODEL_B])
     assert [m.fold for m in members] == ["all", "all"]
-    acc, grid = _run(nnunet.predict_job(image, members, device="cpu"))
+    acc, grid = _run(predict(image, members, device="cpu"))
     ref_a, ref_b = _nnunet_reference(MODEL_A, flipped_image), _nnunet_reference(MODEL_B, flipped_image)
     mean = acc.result().mean_probabilities
     np.testing.assert_allclose(array_to_source(mean, image.source.direction), (ref_a + ref_b) / 2, atol=1e-5)
     # one member alone is nnU-Net's own prediction
-    acc1, _ = _run(nnunet.predict_job(image, members[:1], device="cpu"))
+    acc1, _ = _run(predict(image, members[:1], device="cpu"))
     np.testing.assert_allclose(
         array_to_source(acc1.result().mean_probabilities, image.source.direction), ref_a, atol=1e-5
     )
@@ -136,18 +144,18 @@ def test_tta_flips_are_undone(one_tile_image, monkeypatch):
     image = read_volume(one_tile_image)
     # the demo models were trained without mirroring (left/right organs): flips are refused for them
     with pytest.raises(InvalidInput, match="trained without mirroring on every axis .allowed axes: none"):
-        _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+        _run(predict(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
     real_load = _mirrored(nnunet.load_member)
     pointwise = _loader_with(real_load, _Pointwise, gaussian=False)
     monkeypatch.setattr(nnunet, "load_member", pointwise)
-    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+    acc, _ = _run(predict(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
     maps = acc.result("tta")
     assert maps.n_members == 8 and len(set(maps.members)) == 8
     assert float(maps.member_disagreement.max()) == 0.0
     assert float(maps.mutual_information.max()) < 1e-6
     # and the real (non-equivariant) network does disagree with itself under flips
     monkeypatch.setattr(nnunet, "load_member", real_load)
-    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
+    acc, _ = _run(predict(image, nnunet.discover_members([MODEL_A]), device="cpu", tta="flips"))
     assert float(acc.result("tta").mutual_information.max()) > 1e-3
 
 
@@ -200,7 +208,7 @@ def test_device_choice_and_threads():
 
 def test_cancel_stops_between_tiles(flipped_image):
     image = read_volume(flipped_image)
-    job = nnunet.predict_job(image, nnunet.discover_members([MODEL_A, MODEL_B]), device="cpu")
+    job = predict(image, nnunet.discover_members([MODEL_A, MODEL_B]), device="cpu")
     seen = []
     for progress in job:
         seen.append(progress.message)
@@ -231,7 +239,7 @@ def test_predict_command_and_ensemble_file(flipped_image, tmp_path, capsys):
 
 def test_mc_dropout_needs_dropout_layers(flipped_image):
     image = read_volume(flipped_image)
-    job = nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3)
+    job = predict(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3)
     with pytest.raises(InvalidInput, match="no dropout layers"):
         _run(job)
 
@@ -240,7 +248,7 @@ def test_mc_dropout_samples_differ_when_the_network_has_dropout(flipped_image, m
     with_dropout = _loader_with(nnunet.load_member, _PointwiseDropout, gaussian=True)
     monkeypatch.setattr(nnunet, "load_member", with_dropout)
     image = read_volume(flipped_image)
-    acc, _ = _run(nnunet.predict_job(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3))
+    acc, _ = _run(predict(image, nnunet.discover_members([MODEL_A]), device="cpu", mc_dropout=3))
     maps = acc.result("mc_dropout")
     assert maps.n_members == 3 and float(maps.mutual_information.max()) > 1e-3
 
@@ -250,7 +258,7 @@ def test_cuda_out_of_memory_falls_back_step_by_step(flipped_image, monkeypatch):
     notice each time, and the member's probabilities come out the same (no GPU here: the errors are injected)."""
     image = read_volume(flipped_image)
     members = nnunet.discover_members([MODEL_A])
-    acc, _ = _run(nnunet.predict_job(image, members, device="cpu", class_variance=False))
+    acc, _ = _run(predict(image, members, device="cpu", class_variance=False))
     reference = acc.result().mean_probabilities
 
     # 1st error: nnU-Net's own fallback (results device → CPU) takes it; 2nd: ours, results kept in RAM; 3rd: ours,
@@ -274,8 +282,8 @@ def test_cuda_out_of_memory_falls_back_step_by_step(flipped_image, monkeypatch):
     monkeypatch.setattr(nnunet._TileCounter, "__call__", out_of_memory_twice)
     monkeypatch.setattr(nnunet, "load_member", on_device)
     messages: list[str] = []
-    job = nnunet.predict_job(image, members, device="cpu", class_variance=False)
-    acc, _ = run_job(job, lambda report: messages.append(report.message))
+    job = predict(image, members, device="cpu", class_variance=False)
+    acc, _, _ = run_job(job, lambda report: messages.append(report.message))
     assert failures["left"] == 0
     assert any("retrying with the sliding window results kept in RAM" in m for m in messages), messages
     assert any("finishing this member on the CPU" in m for m in messages), messages
@@ -283,7 +291,7 @@ def test_cuda_out_of_memory_falls_back_step_by_step(flipped_image, monkeypatch):
 
     failures["left"] = 4  # a fourth failure on the CPU is not an out-of-memory the fallbacks can fix: reported
     with pytest.raises(Exception, match="out of memory"):
-        run_job(nnunet.predict_job(image, members, device="cpu", class_variance=False))
+        run_job(predict(image, members, device="cpu", class_variance=False))
 
 
 def test_loading_members_on_the_cpu_prints_nothing(capsys, caplog):
@@ -296,3 +304,66 @@ def test_loading_members_on_the_cpu_prints_nothing(capsys, caplog):
     assert all(not p.perform_everything_on_device for p in predictors)
     said = [r for r in caplog.records if "sliding-window results in RAM" in r.getMessage()]
     assert len(said) <= 1 and all(r.levelname == "DEBUG" for r in said)  # once per process (maybe said earlier)
+
+
+# ------------------------------------------------------------------------------------ the one pipeline, per source
+def _tee(source, seen: list):
+    """Pass a member source through, keeping a copy of every member's probabilities (what the pipeline avoids)."""
+    from napari_segunc.members import MemberProbabilities
+
+    for item in source:
+        if isinstance(item, MemberProbabilities):
+            seen.append((item.name, item.group, item.probabilities.astype(np.float64)))
+        yield item
+
+
+def _stacked_maps(members):
+    """Reference maps from the stacked members, computed directly (scipy's entropy)."""
+    import scipy.stats
+
+    p = np.stack(members)
+    mean = p.mean(axis=0)
+    entropy = scipy.stats.entropy(mean, axis=0)
+    expected = scipy.stats.entropy(p, axis=1).mean(axis=0)
+    mutual_information = np.clip(entropy - expected, 0, None)
+    return {
+        "mean_probabilities": mean,
+        "entropy": entropy,
+        "expected_entropy": expected,
+        "mutual_information": mutual_information,
+        "segmentation": mean.argmax(axis=0),
+    }
+
+
+def _assert_pipeline_maps(acc, seen, group):
+    chosen = [p for _name, g, p in seen if group == "all" or g == group]
+    maps, ref = acc.result(group), _stacked_maps(chosen)
+    assert maps.n_members == len(chosen) > 1
+    for name, value in ref.items():
+        np.testing.assert_allclose(getattr(maps, name), value, atol=1e-6, err_msg=f"{group}: {name}")
+
+
+@pytest.mark.parametrize("source", ["ensemble", "tta", "mc_dropout"])
+def test_each_nnunet_source_goes_through_the_one_pipeline(source, one_tile_image, monkeypatch):
+    """nnU-Net members, TTA flips and MC-dropout samples: the source yields members (with the model's label names),
+    the pipeline's maps equal the maps computed from the stacked members to 1e-6."""
+    image = read_volume(one_tile_image)
+    kwargs, group = {"mirroring": False}, {"ensemble": "rater1", "tta": "tta", "mc_dropout": "mc_dropout"}[source]
+    members = nnunet.discover_members([MODEL_A, MODEL_B])
+    if source == "ensemble":
+        members = [dataclasses.replace(m, group=g) for m, g in zip(members, ["rater1", "rater2"], strict=True)]
+    elif source == "tta":
+        monkeypatch.setattr(nnunet, "load_member", _mirrored(nnunet.load_member))
+        members, kwargs = members[:1], {"tta": "flips"}
+    else:
+        monkeypatch.setattr(nnunet, "load_member", _loader_with(nnunet.load_member, _PointwiseDropout, gaussian=True))
+        members, kwargs = members[:1], {"mc_dropout": 3}
+    seen: list = []
+    acc, grid, labels = run_job(accumulate(_tee(nnunet.predict_members(image, members, device="cpu", **kwargs), seen)))
+    assert grid is image and labels == {"liver": 1, "kidney_right": 2, "kidney_left": 3, "spleen": 4, "pancreas": 5}
+    assert len(seen) == {"ensemble": 2, "tta": 8, "mc_dropout": 3}[source]
+    assert all(p.shape == (6, *image.shape) for _n, _g, p in seen)
+    _assert_pipeline_maps(acc, seen, "all")
+    if source != "ensemble":
+        _assert_pipeline_maps(acc, seen, group)
+    assert acc.groups == ["all", *dict.fromkeys(g for _n, g, _p in seen)]

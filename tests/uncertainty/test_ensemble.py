@@ -223,3 +223,81 @@ def test_without_class_variance_and_consuming_results(use_numba):
         np.testing.assert_allclose(getattr(consumed, key), getattr(a, key), atol=1e-7, err_msg=key)
     with pytest.raises(InvalidInput, match="No member belongs to group 'g'"):
         full.result("g")
+
+
+# ------------------------------------------------------------------------------------ the one pipeline
+def _image_on_disk(tmp_path, shape=(5, 6, 7)):
+    """An image with a non-LPS direction on disk (so file order ≠ canonical order), read back."""
+    import SimpleITK as sitk
+
+    from napari_segunc.io import read_volume
+
+    img = sitk.GetImageFromArray(np.random.default_rng(3).integers(-1000, 1000, shape).astype(np.int16))
+    img.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    img.SetSpacing((0.8, 0.9, 2.5))
+    sitk.WriteImage(img, str(tmp_path / "image.nii.gz"))
+    return read_volume(tmp_path / "image.nii.gz")
+
+
+def test_file_members_through_the_pipeline_equal_the_brute_force_maps(tmp_path):
+    """Source "files": NIfTI and nnU-Net .npz members, in two groups, with a dataset.json beside them."""
+    import json
+
+    from napari_segunc.io import write_probabilities
+    from napari_segunc.progress import run_job
+    from napari_segunc.uncertainty.pipeline import MemberSpec, accumulate, file_members
+    from napari_segunc.volume import array_to_source
+
+    image = _image_on_disk(tmp_path)
+    members = dirichlet_members(4, 3, shape=image.shape, seed=5)
+    paths = []
+    for i, p in enumerate(members[:3]):
+        paths.append(write_probabilities(p, image, tmp_path / f"m{i}.nii.gz"))
+    np.savez_compressed(tmp_path / "m3.npz", probabilities=array_to_source(members[3], image.source.direction))
+    paths.append(tmp_path / "m3.npz")
+    names = {"background": 0, "liver": 1, "spleen": 2}
+    (tmp_path / "dataset.json").write_text(json.dumps({"labels": names}))
+    specs = [MemberSpec(str(p), p.name, group="a" if i < 2 else "b") for i, p in enumerate(paths)]
+
+    reports = []
+    acc, grid, labels = run_job(accumulate(file_members(specs, reference=image)), reports.append)
+    assert labels == {"liver": 1, "spleen": 2} and grid.shape == image.shape
+    assert [r.message for r in reports][-1] == "all members added" and len(reports) == 5
+    for group, chosen in (("all", members), ("a", members[:2]), ("b", members[2:])):
+        maps, ref = acc.result(group), brute_force(chosen)
+        assert maps.members == tuple(s.name for s in specs if group == "all" or s.group == group)
+        np.testing.assert_array_equal(maps.segmentation, ref["segmentation"])
+        for name in ("mean_probabilities", "entropy", "expected_entropy", "mutual_information", "variance"):
+            np.testing.assert_allclose(getattr(maps, name), ref[name], atol=1e-6, err_msg=f"{group}: {name}")
+
+
+def test_the_pipeline_closes_its_source_and_refuses_members_that_name_other_classes():
+    from napari_segunc.members import MemberProbabilities
+    from napari_segunc.progress import Progress, run_job
+    from napari_segunc.uncertainty.pipeline import accumulate
+
+    members = dirichlet_members(3, 3, seed=6)
+    closed = []
+
+    def source(labels):
+        try:
+            for i, (p, names) in enumerate(zip(members, labels, strict=True)):
+                yield Progress(i, 3, f"member {i}")
+                yield MemberProbabilities(f"m{i}", p, labels=names)
+        finally:
+            closed.append(True)
+
+    same = {"liver": 1, "spleen": 2}
+    job = accumulate(source([same, same, same]))
+    assert next(job).message == "member 0"
+    job.close()  # what Cancel does: the source is closed at once
+    assert closed == [True]
+
+    other = {"liver": 1, "kidney": 2}
+    with pytest.raises(InvalidInput, match=r"Member 'm2' names its classes \{'liver': 1, 'kidney': 2\} but 'm0'"):
+        run_job(accumulate(source([same, {}, other])))
+    assert closed == [True, True]
+    acc, grid, labels = run_job(accumulate(source([{}, same, same])))  # a member without names does not disagree
+    assert labels == same and grid is None and acc.members() == ("m0", "m1", "m2")
+    with pytest.raises(InvalidInput, match="No ensemble member"):
+        run_job(accumulate(iter([Progress(0, 0, "nothing")])))

@@ -39,14 +39,19 @@ def choose_atlases(parent: QWidget) -> tuple[list[tuple[str, str]], dict[str, in
     return list(zip(sorted(images), sorted(masks), strict=True)), labels
 
 
-def atlas_job(target, atlases: Sequence[tuple[Any, Any]], labels: Mapping[str, int], *, strategy: str = "B",
-              thresholds: Mapping[str, float] | None = None) -> Generator[Progress, None, Any]:  # fmt: skip
+def atlas_job(
+    target,
+    atlases: Sequence[tuple[Any, Any]],
+    labels: Mapping[str, int],
+    *,
+    strategy: str = "B",
+    thresholds: Mapping[str, float] | None = None,
+) -> Generator[Progress, None, Any]:
     """Worker body: the registrations run serially in the worker thread (no extra processes from the GUI)."""
     from ..prompts.atlas import atlas_prompts_job
 
     strategy = "A" if strategy == "A" else "B"  # C/D start from B's boxes
-    return (yield from atlas_prompts_job(target, atlases, labels, strategy=strategy, thresholds=thresholds,
-                                         workers=0))  # fmt: skip
+    return (yield from atlas_prompts_job(target, atlases, labels, strategy=strategy, thresholds=thresholds, workers=0))
 
 
 def score_layers(result, target) -> list[tuple]:
@@ -56,8 +61,14 @@ def score_layers(result, target) -> list[tuple]:
     layers = []
     for i, (name, volume) in enumerate(score_volumes(result, target).items()):
         kwargs = volume.napari_kwargs()
-        kwargs.update(name=f"atlas score {name}", colormap="viridis", contrast_limits=(0.0, 1.0), blending="additive",
-                      opacity=0.6, visible=i == 0)  # fmt: skip
+        kwargs.update(
+            name=f"atlas score {name}",
+            colormap="viridis",
+            contrast_limits=(0.0, 1.0),
+            blending="additive",
+            opacity=0.6,
+            visible=i == 0,
+        )
         kwargs["metadata"] = {**kwargs["metadata"], "segunc_atlas_score": name}
         layers.append((volume.data, kwargs, "image"))
     return layers
@@ -78,10 +89,16 @@ def start_atlas(widget, atlases, labels, thresholds) -> None:
         widget._error(str(exc))
         return
     widget.job.start(
-        atlas_job, target, list(atlases), dict(labels or {}), strategy=widget.strategy_combo.currentText(),
-        thresholds=thresholds, starting=f"Registering {len(atlases)} atlas(es) onto the image…",
-        on_progress=widget._progressed, on_returned=lambda result: show_atlas_result(widget, result, target),
-    )  # fmt: skip
+        atlas_job,
+        target,
+        list(atlases),
+        dict(labels or {}),
+        strategy=widget.strategy_combo.currentText(),
+        thresholds=thresholds,
+        starting=f"Registering {len(atlases)} atlas(es) onto the image…",
+        on_progress=widget._progressed,
+        on_returned=lambda result: show_atlas_result(widget, result, target),
+    )
 
 
 def show_atlas_result(widget, result, target) -> None:
@@ -98,5 +115,8 @@ def show_atlas_result(widget, result, target) -> None:
 
     widget.edits.record("boxes from atlas", fill)
     failed = "; ".join(f"{name}: {why}" for name, why in result.failed)
-    widget.status.setText(f"Boxes for {len(result.prompts.organs)} organ(s) from {len(result.used)} atlas(es)"
-                          + (f"; skipped {failed}" if failed else "") + ". Adjust them, then Run.")  # fmt: skip
+    widget.status.setText(
+        f"Boxes for {len(result.prompts.organs)} organ(s) from {len(result.used)} atlas(es)"
+        + (f"; skipped {failed}" if failed else "")
+        + ". Adjust them, then Run."
+    )

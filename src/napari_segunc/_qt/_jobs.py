@@ -144,9 +144,17 @@ class DockJob:
                 on_finished()
 
         self.worker = start_worker(
-            func, *args, inputs=self.inputs(), on_returned=returned, on_yielded=on_progress or self.report,
-            on_error=self.error, on_finished=finished, description=description, release_gc=False, **kwargs,
-        )  # fmt: skip
+            func,
+            *args,
+            inputs=self.inputs(),
+            on_returned=returned,
+            on_yielded=on_progress or self.report,
+            on_error=self.error,
+            on_finished=finished,
+            description=description,
+            release_gc=False,
+            **kwargs,
+        )
         self._gc_held = True
         return self.worker
 

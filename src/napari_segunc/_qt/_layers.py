@@ -82,8 +82,14 @@ def role_of(layer: Layer) -> LayerRole | None:
 
 
 #: Every role of a labels layer.
-LABEL_ROLES = (LayerRole.LABELS, LayerRole.RATER, LayerRole.SEGMENTATION, LayerRole.RATER_ANALYSIS,
-               LayerRole.REVIEW_MASK, LayerRole.ANNOTATION)  # fmt: skip
+LABEL_ROLES = (
+    LayerRole.LABELS,
+    LayerRole.RATER,
+    LayerRole.SEGMENTATION,
+    LayerRole.RATER_ANALYSIS,
+    LayerRole.REVIEW_MASK,
+    LayerRole.ANNOTATION,
+)
 
 
 def set_role(layer: Layer, role: LayerRole) -> None:
@@ -128,12 +134,12 @@ def volume_of(layer: Layer, *, require_geometry: bool = False, data: Any = None)
             f"'{layer.name}' was not opened with napari-segunc: open the image with Open study, File ▸ Open "
             "(SegUnc reader) or the phantom, so that results keep its geometry."
         )
-    return Volume(arr, spacing=tuple(layer.scale[-3:]), origin=tuple(layer.translate[-3:]), kind=kind,
-                  name=layer.name)  # fmt: skip
+    return Volume(arr, spacing=tuple(layer.scale[-3:]), origin=tuple(layer.translate[-3:]), kind=kind, name=layer.name)
 
 
-def add_layer(viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, image: Layer | None = None,
-              legend: bool = True) -> Layer:  # fmt: skip
+def add_layer(
+    viewer: Any, layer_data: tuple, *, role: LayerRole | None = None, image: Layer | None = None, legend: bool = True
+) -> Layer:
     """Add a ``(data, kwargs, layer_type)`` tuple to `viewer` with a fresh id (and `role`, and the id of the
     `image` it belongs to, when given); returns the layer. A ``metadata[CONTOUR]`` becomes its contour width (an
     outline is drawn opaque: napari's ``add_labels`` takes no ``contour``). With `legend`, a map's colour bar and the

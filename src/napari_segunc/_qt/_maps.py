@@ -60,10 +60,16 @@ class MapsBox(QGroupBox):
         self.threshold_spin.setDecimals(4)
         self.threshold_spin.setSingleStep(0.01)
 
-        self.setLayout(form(("Queue map:", self.map_combo), ("Show:", self.map_list),
-                            ("Opacity:", self.opacity_slider),
-                            ("Unit:", self.unit_combo), ("Classes C:", self.classes_spin),
-                            ("Threshold:", hbox(self.threshold_slider, self.threshold_spin))))  # fmt: skip
+        self.setLayout(
+            form(
+                ("Queue map:", self.map_combo),
+                ("Show:", self.map_list),
+                ("Opacity:", self.opacity_slider),
+                ("Unit:", self.unit_combo),
+                ("Classes C:", self.classes_spin),
+                ("Threshold:", hbox(self.threshold_slider, self.threshold_spin)),
+            )
+        )
 
         self.map_combo.activated.connect(self._picked)
         self.map_combo.currentIndexChanged.connect(self.sync)

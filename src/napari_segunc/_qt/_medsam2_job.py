@@ -10,8 +10,20 @@ from ..progress import Progress
 __all__ = ["medsam2_job"]
 
 
-def medsam2_job(holder: dict, image, prompts, strategy, *, checkpoint, config, device, image_size, window,
-                cancel: threading.Event, run_all: bool = False):  # fmt: skip
+def medsam2_job(
+    holder: dict,
+    image,
+    prompts,
+    strategy,
+    *,
+    checkpoint,
+    config,
+    device,
+    image_size,
+    window,
+    cancel: threading.Event,
+    run_all: bool = False,
+):
     """Worker body: (re)load the model when its settings changed, reuse the session, run the cascade."""
     import os
 
@@ -44,8 +56,10 @@ def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device
     if holder.get("model_key") != key:
         yield Progress(0, 1, "loading the model")
         holder.clear()
-        holder["model"], holder["model_key"] = load_model(checkpoint, config=config, device=device,
-                                                          image_size=image_size), key  # fmt: skip
+        holder["model"], holder["model_key"] = (
+            load_model(checkpoint, config=config, device=device, image_size=image_size),
+            key,
+        )
     session = holder.get("session")
     if session is None or session.shape != image.shape or holder.get("image") is not image.data:
         session = holder["session"] = MedSAM2Session(holder["model"], image.data, window=window)

@@ -52,8 +52,11 @@ class OrganBoxes:
 
     def layers(self) -> list[Shapes]:
         """The organs' box layers (role BOXES, whatever the user renamed them to)."""
-        return [la for la in self.viewer.layers if isinstance(la, Shapes) and role_of(la) is LayerRole.BOXES
-                and la.metadata.get("segunc_organ")]  # fmt: skip
+        return [
+            la
+            for la in self.viewer.layers
+            if isinstance(la, Shapes) and role_of(la) is LayerRole.BOXES and la.metadata.get("segunc_organ")
+        ]
 
     def layer(self, name: str) -> Shapes | None:
         return next((la for la in self.layers() if la.metadata.get("segunc_organ") == name), None)
@@ -72,14 +75,27 @@ class OrganBoxes:
         if layer is None:
             colour = label_color(label)  # the organ colour of the canvas and the report
             layer = self.viewer.add_shapes(
-                rects or None, shape_type="rectangle", name=PREFIX + name, edge_color=colour, face_color="transparent",
-                edge_width=1.5, ndim=3, scale=grid_kwargs["scale"], translate=grid_kwargs["translate"],
-            )  # fmt: skip
+                rects or None,
+                shape_type="rectangle",
+                name=PREFIX + name,
+                edge_color=colour,
+                face_color="transparent",
+                edge_width=1.5,
+                ndim=3,
+                scale=grid_kwargs["scale"],
+                translate=grid_kwargs["translate"],
+            )
             layer.events.data.connect(self._edited)
         else:
             self._set(layer, rects)
-        layer.metadata.update({ROLE: LayerRole.BOXES.value, "segunc_organ": name, "segunc_label": int(label),
-                               "segunc_z_range": tuple(z_range) if z_range else None})  # fmt: skip
+        layer.metadata.update(
+            {
+                ROLE: LayerRole.BOXES.value,
+                "segunc_organ": name,
+                "segunc_label": int(label),
+                "segunc_z_range": tuple(z_range) if z_range else None,
+            }
+        )
         return layer
 
     def _edited(self, event: Any = None) -> None:
@@ -104,8 +120,9 @@ class OrganBoxes:
                 continue
             z_range = layer.metadata.get("segunc_z_range") or box_z_range(layer)
             z_lo, z_hi = min(z_range[0], *(b.z for b in boxes)), max(z_range[1], *(b.z for b in boxes))
-            organs.append(OrganPrompt(layer.metadata["segunc_label"], layer.metadata["segunc_organ"], z_lo, z_hi,
-                                      tuple(boxes)))  # fmt: skip
+            organs.append(
+                OrganPrompt(layer.metadata["segunc_label"], layer.metadata["segunc_organ"], z_lo, z_hi, tuple(boxes))
+            )
         if not organs:
             raise InvalidInput("Draw at least one box (or use Boxes from mask) before running MedSAM2.")
         return PromptSet(tuple(shape), tuple(organs), source="napari")
@@ -116,9 +133,15 @@ class OrganBoxes:
 
     def state(self) -> dict:
         """A copy of every organ's name, label, slice range and rectangles (for undo)."""
-        return {la.name: (la.metadata.get("segunc_organ"), la.metadata.get("segunc_label"),
-                          la.metadata.get("segunc_z_range"), [np.array(r) for r in la.data])
-                for la in self.layers()}  # fmt: skip
+        return {
+            la.name: (
+                la.metadata.get("segunc_organ"),
+                la.metadata.get("segunc_label"),
+                la.metadata.get("segunc_z_range"),
+                [np.array(r) for r in la.data],
+            )
+            for la in self.layers()
+        }
 
     def restore(self, state: dict, *, grid_kwargs: dict) -> None:
         for layer in self.layers():
@@ -144,8 +167,14 @@ class BoxEdits:
     """Changes to the organ boxes as steps of the image's review history (undo/redo), keeping the review state's
     prompts (what is autosaved) current. `changed` is called after every change (the dock refreshes its table)."""
 
-    def __init__(self, boxes: OrganBoxes, review: Callable[[], ReviewState], prompts: Callable[[], Any],
-                 grid_kwargs: Callable[[], dict], changed: Callable[[], None]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        boxes: OrganBoxes,
+        review: Callable[[], ReviewState],
+        prompts: Callable[[], Any],
+        grid_kwargs: Callable[[], dict],
+        changed: Callable[[], None],
+    ) -> None:
         self.boxes, self.review, self.prompts = boxes, review, prompts
         self.grid_kwargs, self.changed = grid_kwargs, changed
         self.snapshot: dict = {}

@@ -114,12 +114,14 @@ def annotation_layer(viewer: napari.Viewer, image_layer: Image) -> Labels | None
     return None
 
 
-def _ask_restore(store: SessionStore) -> bool:
+def ask_restore(store: SessionStore) -> bool:
+    """Ask (Yes/No dialog) whether to restore the autosaved session in `store`; the docks' default `ask_restore`."""
     answer = QMessageBox.question(
-        None, "Restore the review session?",
+        None,
+        "Restore the review session?",
         f"A review session of this image was autosaved ({store.describe()}) in {store.folder}.\n"
         "Restore its annotation and box prompts? (If not, it is kept beside under a dated name.)",
-    )  # fmt: skip
+    )
     return answer == QMessageBox.StandardButton.Yes
 
 
@@ -128,7 +130,7 @@ def review_for(
     image_layer: Image,
     *,
     autosave: bool = True,
-    ask_restore: Callable[[SessionStore], bool] = _ask_restore,
+    ask_restore: Callable[[SessionStore], bool] = ask_restore,
 ) -> ReviewState:
     """The image's review state, created (with its labels layer) on first use; a saved session is offered back."""
     state = find_review(viewer, image_layer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import threading
 from collections.abc import Generator, Iterator, Sequence
@@ -17,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GeometryMismatch, InvalidInput, SegUncError
-from ..io import DicomSeries, list_dicom_series, read_policy, read_probabilities, read_volume
-from ..io._npe2 import LayerData, phantom_layers, volume_layer_data
-from ..io.readers import _suffix
+from ..errors import InvalidInput, SegUncError
+from ..io import DicomSeries, list_dicom_series, read_policy, read_volume
+from ..io._npe2 import LayerData, volume_layer_data
+from ..io.readers import file_suffix
 from ..progress import Progress
+from ..samples import phantom_layers
 from ..volume import Volume, VolumeKind, check_same_grid
 
 __all__ = [
@@ -166,11 +166,8 @@ def load_raters(paths: Sequence[Path], reference: Volume, *, replace_nonfinite: 
 def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
     """The label-map files directly in `folder` (sorted by name; hidden files and `exclude` left out)."""
     skip = {p.resolve() for p in exclude}
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and _suffix(p) in LABEL_MAP_SUFFIXES and p.resolve() not in skip
-    )
+    files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in files if file_suffix(p) in LABEL_MAP_SUFFIXES and p.resolve() not in skip)
 
 
 def load_rater_folder(folder: Path, reference: Volume, *, replace_nonfinite: bool = False) -> Iterator[RaterResult]:
@@ -194,31 +191,6 @@ def _member_names(paths: Sequence[Path], names: Sequence[str] | None) -> list[st
         return [str(n) for n in names]
     short = [p.name for p in paths]
     return short if len(set(short)) == len(short) else [str(p) for p in paths]
-
-
-def _dataset_labels(folder: Path, n_classes: int) -> dict[str, int]:
-    """Label names from an nnU-Net ``dataset.json`` beside the files (channel i = label i), when it fits."""
-    try:
-        spec = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
-        labels = {str(k): int(v) for k, v in spec.get("labels", {}).items() if isinstance(v, int)}
-    except (OSError, ValueError, AttributeError):
-        return {}
-    if sorted(labels.values()) != list(range(n_classes)):
-        return {}
-    return {name: value for name, value in labels.items() if value != 0}
-
-
-def _read_member(path: Path, reference: Volume, trust_pickle: bool):
-    """One member on the image's grid: an ``.npz`` takes the image's geometry, unless its ``.pkl`` is trusted, in
-    which case that geometry is read (unpickled) and checked against the image like a NIfTI's."""
-    if _suffix(path) == ".npz" and trust_pickle:
-        pm = read_probabilities(path, trust_pickle=True)
-        try:
-            check_same_grid(reference, pm.grid)
-        except GeometryMismatch as exc:
-            raise GeometryMismatch(f"Probability map {path} does not belong to the open image: {exc}") from None
-        return pm
-    return read_probabilities(path, reference=reference)
 
 
 def probabilities_job(
@@ -249,25 +221,20 @@ def probabilities_job(
         entropy and mutual information maps (nats), named ``"probabilities: …"``. Nothing is returned when a
         member is refused: the error names it and says why.
     """
-    from ..uncertainty.ensemble import EnsembleAccumulator
     from ..uncertainty.layers import ensemble_layers
+    from ..uncertainty.pipeline import MemberSpec, accumulate, file_members
 
     paths = [Path(p) for p in paths]
     if not paths:
         raise InvalidInput("Choose at least one probability map (.npz or 4D .nii.gz).")
-    member_names = _member_names(paths, names)
-    acc = EnsembleAccumulator(class_variance=False)
-    for i, (path, name) in enumerate(zip(paths, member_names, strict=True)):
-        yield Progress(i, len(paths), f"reading {path.name}")
-        try:
-            pm = _read_member(path, reference, trust_pickle)
-            acc.add(pm.data, name=name)
-        except SegUncError as exc:
-            raise type(exc)(f"{exc} No probability map was added.") from None
-        del pm
+    specs = [MemberSpec(str(p), name) for p, name in zip(paths, _member_names(paths, names), strict=True)]
+    members = file_members(specs, reference=reference, trust_pickle=trust_pickle, check_pickle=True)
+    try:
+        acc, _grid, labels = yield from accumulate(members, class_variance=False)
+    except SegUncError as exc:
+        raise type(exc)(f"{exc} No probability map was added.") from None
     yield Progress(len(paths), len(paths), "computing the uncertainty maps")
     maps = acc.result(consume=True)
-    labels = _dataset_labels(paths[0].parent, maps.n_classes)
     layers = ensemble_layers(maps, reference, which=_MAPS, labels=labels, with_probabilities=True)
     for _data, kwargs, _type in layers:
         kwargs["name"] = PROBABILITIES_PREFIX + kwargs["name"]

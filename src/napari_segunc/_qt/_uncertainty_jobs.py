@@ -72,8 +72,9 @@ def rater_job(
     if soft_labels:
         for i, value in enumerate(analysis.labels[1:], start=1):
             title = f"soft label {analysis.label_names[value]}"
-            data, kwargs, kind = map_layer(title, analysis.soft_labels[i], grid, n_classes=2, prefix="raters: ",
-                                           visible=False)  # fmt: skip
+            data, kwargs, kind = map_layer(
+                title, analysis.soft_labels[i], grid, n_classes=2, prefix="raters: ", visible=False
+            )
             kwargs["metadata"]["segunc_unit"] = "probability"
             layers.append((data, kwargs, kind))
     if segmentation is not None:  # shown instead of the dissensus (it splits the disputed voxels by the model)
@@ -106,8 +107,15 @@ def queue_job(
         threshold = quantile_threshold(volume.data, quantile)
     regions = []
     if not math.isnan(threshold):
-        regions = find_regions(volume.data, spacing=volume.spacing, origin=volume.origin, threshold=threshold,
-                               segmentation=segmentation, labels=labels, min_voxels=min_voxels)  # fmt: skip
+        regions = find_regions(
+            volume.data,
+            spacing=volume.spacing,
+            origin=volume.origin,
+            threshold=threshold,
+            segmentation=segmentation,
+            labels=labels,
+            min_voxels=min_voxels,
+        )
     kwargs = volume.napari_kwargs()
     # white outlines: unlike the raters' colours, the organ colours and the red/orange/yellow of "model vs raters"
     kwargs.update(name="review mask", opacity=1.0, colormap=["transparent", "white"])

@@ -1,9 +1,10 @@
 """The "Ensemble" dock widget: run an nnU-Net v2 ensemble on the image and add its segmentation and uncertainty maps.
 
 Members: the shipped demo ensemble (3 simulated raters × 2 seeds), nnU-Net trained-model folders, or an ensemble
-file (JSON/YAML with groups). The work is `napari_segunc.inference.nnunet.predict_job` run in a napari worker; the
-widget only shows its progress and adds the resulting layers (segmentation, predictive entropy, expected entropy,
-mutual information; per group on request). Cancel stops the running member at its next sliding-window tile.
+file (JSON/YAML with groups). The work is `napari_segunc.inference.nnunet.predict_members` streamed through
+`napari_segunc.uncertainty.pipeline.accumulate` in a napari worker; the widget only shows its progress and adds the
+resulting layers (segmentation, predictive entropy, expected entropy, mutual information; per group on request).
+Cancel stops the running member at its next sliding-window tile.
 Before predicting, the worker checks the image against the models' training data
 (`napari_segunc.inference.input_qc.check_input`): its warnings appear in the dock's warning line and as a napari
 warning as soon as the check is done, and the result layers keep the check in ``metadata["input_qc"]``.
@@ -13,7 +14,6 @@ warning as soon as the check is done, and the result layers keep the check in ``
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
@@ -81,15 +81,6 @@ class InputCheckReport(Progress):
     qc: InputQC | None = None
 
 
-def _labels_of(members: Sequence[Member]) -> dict[str, int]:
-    """Label names of the first member's ``dataset.json`` (nnU-Net's ``labels``, background left out)."""
-    try:
-        spec = json.loads((Path(members[0].model_dir) / "dataset.json").read_text(encoding="utf-8"))
-        return {str(k): int(v) for k, v in spec.get("labels", {}).items() if isinstance(v, int) and v != 0}
-    except (OSError, ValueError):
-        return {}
-
-
 def resolve_members(source: str, paths: Sequence[str]) -> list[Member]:
     """The members a source choice names (the demo ensemble, model folders, or one ensemble file)."""
     from ..inference.demo_models import demo_ensemble_file
@@ -123,28 +114,30 @@ def ensemble_job(
     """Worker body: check the image against the models' training data (an `InputCheckReport`), predict, then build
     the layer tuples (no Qt). Returns None when `cancel` was set."""
     from ..inference.input_qc import check_input
-    from ..inference.nnunet import predict_job
+    from ..inference.nnunet import predict_members
     from ..uncertainty.ensemble import ALL_MEMBERS
     from ..uncertainty.layers import ensemble_layers
+    from ..uncertainty.pipeline import accumulate
 
     members = resolve_members(source, paths)
     qc = check_input(image, [m.model_dir for m in members])
     yield InputCheckReport(0, len(members), "input checked against the training data", qc=qc)
-    job = predict_job(image, members, device=device, tta=tta, mirroring=mirroring, class_variance=False,
-                      trust_checkpoint=trust_checkpoint)  # fmt: skip
+    runs = predict_members(
+        image, members, device=device, tta=tta, mirroring=mirroring, trust_checkpoint=trust_checkpoint
+    )
+    job = accumulate(runs, class_variance=False)
     try:
         while True:
             try:
                 report = next(job)
             except StopIteration as stop:
-                acc, grid = stop.value
+                acc, grid, labels = stop.value
                 break
             yield report
             if cancel is not None and cancel.is_set():
                 return None
     finally:
         job.close()  # stops nnU-Net at its next tile when we leave early (cancel or error)
-    labels = _labels_of(members)
     groups = [g for g in acc.groups if g != ALL_MEMBERS] if per_group else []
     order = [ALL_MEMBERS, *groups]
     layers: list[LayerData] = []
@@ -202,10 +195,15 @@ class EnsembleWidget(QWidget):
         self.qc_label: QLabel = status_label("")  # the input check's warnings; hidden while there are none
         self.qc_label.setStyleSheet("color: #f0a030;")
         self.qc_label.setVisible(False)
-        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
-                           cancel_button=self.cancel_button,
-                           busy_message="The ensemble is still running; wait for it or press Cancel.",
-                           cancel_message="Cancelling after the current tile…")  # fmt: skip
+        self.job = DockJob(
+            self,
+            inputs=lambda: self.inputs,
+            status=self.status,
+            progress=self.progress,
+            cancel_button=self.cancel_button,
+            busy_message="The ensemble is still running; wait for it or press Cancel.",
+            cancel_message="Cancelling after the current tile…",
+        )
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -240,8 +238,18 @@ class EnsembleWidget(QWidget):
     # -------------------------------------------------------------------------------- state
     @property
     def inputs(self) -> list[QWidget]:
-        return [self.image_combo, self.source_combo, self.path_edit, self.browse_button, self.device_combo,
-                self.tta_check, self.mirror_check, self.groups_check, self.trust_check, self.run_button]  # fmt: skip
+        return [
+            self.image_combo,
+            self.source_combo,
+            self.path_edit,
+            self.browse_button,
+            self.device_combo,
+            self.tta_check,
+            self.mirror_check,
+            self.groups_check,
+            self.trust_check,
+            self.run_button,
+        ]
 
     @property
     def busy(self) -> bool:

@@ -39,7 +39,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import GeometryMismatch, InvalidInput, SegUncError
-from ..phantom import LABELS as PHANTOM_LABELS
+from ..organs import layer_labels
 from ..progress import Progress
 from ..report.case import CaseExport, describe, plan_case_files, write_case_files
 from ..settings import get_setting, set_setting
@@ -123,8 +123,13 @@ class ExportWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Choose the image and an output folder, then Export.")
-        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
-                           busy_message="The export is still running; wait for it to finish.")  # fmt: skip
+        self.job = DockJob(
+            self,
+            inputs=lambda: self.inputs,
+            status=self.status,
+            progress=self.progress,
+            busy_message="The export is still running; wait for it to finish.",
+        )
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -158,8 +163,15 @@ class ExportWidget(QWidget):
 
     @property
     def inputs(self) -> list[QWidget]:
-        return [self.image_combo, self.labels_combo, self.folder_edit, self.browse_button, self.case_edit,
-                *self.checks, self.export_button]  # fmt: skip
+        return [
+            self.image_combo,
+            self.labels_combo,
+            self.folder_edit,
+            self.browse_button,
+            self.case_edit,
+            *self.checks,
+            self.export_button,
+        ]
 
     @property
     def busy(self) -> bool:
@@ -192,8 +204,12 @@ class ExportWidget(QWidget):
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         for layer in self.viewer.layers:
-            if isinstance(layer, Image) and layer.ndim == 3 and layer.metadata.get("segunc_geometry") \
-                    and "segunc_map" not in layer.metadata:  # fmt: skip
+            if (
+                isinstance(layer, Image)
+                and layer.ndim == 3
+                and layer.metadata.get("segunc_geometry")
+                and "segunc_map" not in layer.metadata
+            ):
                 self.image_combo.addItem(layer.name)
         self.image_combo.setCurrentIndex(max(self.image_combo.findText(current), 0))
         self.image_combo.blockSignals(False)
@@ -218,8 +234,11 @@ class ExportWidget(QWidget):
         else:
             self.labels_combo.addItem("(none: choose a labels layer)", "")
         for layer in self.viewer.layers:  # every other labels layer on the grid, other annotations included
-            if isinstance(layer, Labels) and not same_layer(layer, annotation) \
-                    and _on_grid(layer, image, VolumeKind.LABELS):  # fmt: skip
+            if (
+                isinstance(layer, Labels)
+                and not same_layer(layer, annotation)
+                and _on_grid(layer, image, VolumeKind.LABELS)
+            ):
                 self.labels_combo.addItem(layer.name, layer.name)
         if keep:
             self.labels_combo.setCurrentIndex(max(self.labels_combo.findData(keep), 0))
@@ -243,8 +262,11 @@ class ExportWidget(QWidget):
             return (list(rows) if rows else None), {}
         window = self.viewer.window
         docks = getattr(window, "dock_widgets", None)
-        widgets = list(docks.values()) if docks is not None else \
-            [d.widget() for d in getattr(window, "_wrapped_dock_widgets", {}).values()]  # fmt: skip
+        widgets = (
+            list(docks.values())
+            if docks is not None
+            else [d.widget() for d in getattr(window, "_wrapped_dock_widgets", {}).values()]
+        )
         for widget in widgets:
             result = getattr(widget, "result", None)
             if isinstance(result, PredictionEvaluation) and result.rows:
@@ -256,8 +278,9 @@ class ExportWidget(QWidget):
             self.folder_edit.setText(str(folder))
         text = self.folder_edit.text().strip()
         if not text:
-            raise InvalidInput("Choose an output folder first (Browse…): the export is never written beside the "
-                               "image by default.")  # fmt: skip
+            raise InvalidInput(
+                "Choose an output folder first (Browse…): the export is never written beside the image by default."
+            )
         return Path(text).expanduser()
 
     @staticmethod
@@ -265,8 +288,9 @@ class ExportWidget(QWidget):
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InvalidInput(f"Cannot use {path} as the output folder ({exc.strerror or exc}); choose another.") \
-                from None  # fmt: skip
+            raise InvalidInput(
+                f"Cannot use {path} as the output folder ({exc.strerror or exc}); choose another."
+            ) from None
         if not path.is_dir():
             raise InvalidInput(f"{path} is a file, not a folder; choose a folder to export to.")
 
@@ -279,12 +303,14 @@ class ExportWidget(QWidget):
         if self.labels_check.isChecked() or self.report_check.isChecked():
             layer = self.labels_layer()
             if layer is None:
-                raise InvalidInput(f"'{image_layer.name}' has no working annotation and no labels layer is chosen: "
-                                   "accept a result (MedSAM2) or choose the labels layer to export.")  # fmt: skip
+                raise InvalidInput(
+                    f"'{image_layer.name}' has no working annotation and no labels layer is chosen: "
+                    "accept a result (MedSAM2) or choose the labels layer to export."
+                )
             if not _on_grid(layer, image, VolumeKind.LABELS):
                 raise GeometryMismatch(f"The labels layer '{layer.name}' is not on the grid of '{image_layer.name}'.")
             labels = np.array(layer.data, copy=True)  # a snapshot: the review may go on while the files are written
-            names = dict(layer.metadata.get("segunc_labels") or {})
+            names = layer_labels(layer.metadata)
         maps, units = {}, {}
         for layer in self.map_layers(image):
             maps[layer.name] = np.asarray(layer.data)
@@ -294,20 +320,29 @@ class ExportWidget(QWidget):
         prompts = state.prompts if state is not None and self.prompts_check.isChecked() else None
         if self.prompts_check.isChecked() and prompts is None:
             notes.append("no box prompts in the review session (skipped)")
-        rows, metric_names = self.metrics_rows() if self.metrics_check.isChecked() or self.report_check.isChecked() \
-            else (None, {})  # fmt: skip
+        rows, metric_names = (
+            self.metrics_rows() if self.metrics_check.isChecked() or self.report_check.isChecked() else (None, {})
+        )
         if self.metrics_check.isChecked() and rows is None:
             notes.append("no metrics table: evaluate in the Metrics widget first (skipped)")
         prompt_names = {o.name: o.label for o in prompts.organs} if prompts is not None else {}
-        phantom = dict(PHANTOM_LABELS) if image.source is None and image_layer.name == "phantom_ct" else {}
+        image_names = layer_labels(image_layer.metadata)  # the image's own organ table (the phantom's, say)
         entropy = [n for n in maps if self.viewer.layers[n].metadata.get("segunc_map") == "entropy"]
         export = CaseExport(
-            image=image, case=self.case_edit.text().strip() or image_layer.name, labels=labels, maps=maps,
-            map_units=units, prompts=prompts, metrics_rows=rows, label_names=_merge_names(names, metric_names,
-            prompt_names, phantom), write_labels=self.labels_check.isChecked(), write_maps=self.maps_check.isChecked(),
-            write_metrics=self.metrics_check.isChecked(), write_report=self.report_check.isChecked(),
+            image=image,
+            case=self.case_edit.text().strip() or image_layer.name,
+            labels=labels,
+            maps=maps,
+            map_units=units,
+            prompts=prompts,
+            metrics_rows=rows,
+            label_names=_merge_names(names, metric_names, prompt_names, image_names),
+            write_labels=self.labels_check.isChecked(),
+            write_maps=self.maps_check.isChecked(),
+            write_metrics=self.metrics_check.isChecked(),
+            write_report=self.report_check.isChecked(),
             report_map=(entropy or list(maps) or [None])[0],
-        )  # fmt: skip
+        )
         return export, notes
 
     # -------------------------------------------------------------------------------- actions
@@ -330,9 +365,15 @@ class ExportWidget(QWidget):
             return {}
         self.written, self._notes, self._target = {}, notes, path
         self.job.start(
-            write_case_files, export, files, starting=f"Exporting {len(files)} file(s) to {path}…", steps=len(files),
-            on_progress=self._progress, on_returned=self._done, description=f"Exporting '{export.case}'",
-        )  # fmt: skip
+            write_case_files,
+            export,
+            files,
+            starting=f"Exporting {len(files)} file(s) to {path}…",
+            steps=len(files),
+            on_progress=self._progress,
+            on_returned=self._done,
+            description=f"Exporting '{export.case}'",
+        )
         return files
 
     # -------------------------------------------------------------------------------- results (GUI thread)

@@ -7,6 +7,9 @@ worker (`napari_segunc.prompts.cascade.MedSAM2Session`: the encoder features and
 a rerun after a box edit propagates only that organ) and shows the segmentation and its entropy. Accept copies the
 result into the working annotation. Every box edit and every accept is one step of the viewer's undo history, and
 the annotation and the boxes are autosaved. The checkpoint path is remembered.
+
+One responsibility, the dock's widgets and slots; kept in one module past 400 lines (the worker body is in
+`_medsam2_job`, the box layers in `_organ_boxes`).
 """
 
 from __future__ import annotations
@@ -110,10 +113,15 @@ class MedSAM2Widget(QWidget):
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
         self.progress = QProgressBar()
         self.status = status_label("Choose an image and a checkpoint, add boxes, then Run.", fixed_lines=3)
-        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
-                           cancel_button=self.cancel_button,
-                           busy_message="MedSAM2 is still running; wait for it or press Cancel.",
-                           cancel_message="Cancelling after the current slice…")  # fmt: skip
+        self.job = DockJob(
+            self,
+            inputs=lambda: self.inputs,
+            status=self.status,
+            progress=self.progress,
+            cancel_button=self.cancel_button,
+            busy_message="MedSAM2 is still running; wait for it or press Cancel.",
+            cancel_message="Cancelling after the current slice…",
+        )
 
         form = QFormLayout()
         form.addRow("Image:", self.image_combo)
@@ -127,12 +135,14 @@ class MedSAM2Widget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.organ_table)
-        for widgets in ((self.organ_name, self.organ_label, self.add_button),
-                        (self.zmin_button, self.zmax_button, self.draw_button),
-                        (QLabel("mask:"), self.mask_combo),
-                        (self.from_mask_button, self.atlas_button),
-                        (self.run_all_button, self.run_button, self.cancel_button),
-                        (self.accept_button, self.undo_button, self.redo_button)):  # fmt: skip
+        for widgets in (
+            (self.organ_name, self.organ_label, self.add_button),
+            (self.zmin_button, self.zmax_button, self.draw_button),
+            (QLabel("mask:"), self.mask_combo),
+            (self.from_mask_button, self.atlas_button),
+            (self.run_all_button, self.run_button, self.cancel_button),
+            (self.accept_button, self.undo_button, self.redo_button),
+        ):
             row = QHBoxLayout()
             for w in widgets:
                 row.addWidget(w)
@@ -160,10 +170,20 @@ class MedSAM2Widget(QWidget):
     # ------------------------------------------------------------------------------------------ layers and state
     @property
     def inputs(self) -> list[QWidget]:
-        return [self.image_combo, self.checkpoint_edit, self.browse_button, self.config_combo, self.device_combo,
-                self.strategy_combo, self.run_button, self.run_all_button, self.from_mask_button, self.atlas_button,
-                self.accept_button,
-                self.add_button]  # fmt: skip
+        return [
+            self.image_combo,
+            self.checkpoint_edit,
+            self.browse_button,
+            self.config_combo,
+            self.device_combo,
+            self.strategy_combo,
+            self.run_button,
+            self.run_all_button,
+            self.from_mask_button,
+            self.atlas_button,
+            self.accept_button,
+            self.add_button,
+        ]
 
     @property
     def busy(self) -> bool:
@@ -221,8 +241,9 @@ class MedSAM2Widget(QWidget):
     # ------------------------------------------------------------------------------------------ organs and boxes
     def add_organ(self, name: str, label: int, boxes=(), z_range: tuple[int, int] | None = None) -> Shapes:
         """Add (or reset) an organ's box layer, as one undoable step; `boxes` are `napari_segunc.prompts.Box`."""
-        self.edits.record(f"add organ {name}", lambda: self.boxes.add(name, label, boxes, z_range,
-                                                                   grid_kwargs=self._grid_kwargs()))  # fmt: skip
+        self.edits.record(
+            f"add organ {name}", lambda: self.boxes.add(name, label, boxes, z_range, grid_kwargs=self._grid_kwargs())
+        )
         return self.boxes.layer(name)
 
     def _add_typed_organ(self) -> None:
@@ -245,8 +266,10 @@ class MedSAM2Widget(QWidget):
             return
         old = layer.metadata.get("segunc_z_range") or box_z_range(layer) or (low or high, low or high)
         new = (old[0] if low is None else low, old[1] if high is None else high)
-        self.edits.record(f"slice range of {layer.metadata['segunc_organ']}",
-                       lambda: layer.metadata.update(segunc_z_range=(min(new), max(new))))  # fmt: skip
+        self.edits.record(
+            f"slice range of {layer.metadata['segunc_organ']}",
+            lambda: layer.metadata.update(segunc_z_range=(min(new), max(new))),
+        )
 
     def _draw(self) -> None:
         try:
@@ -258,10 +281,11 @@ class MedSAM2Widget(QWidget):
         layer.mode = "add_rectangle"
         self.status.setText(f"Drag a rectangle around the {layer.metadata['segunc_organ']} on this slice.")
 
-    def boxes_from_mask(self, layer_name: str | None = None, labels: dict[str, int] | None = None,
-                        strategy: str | None = None) -> None:  # fmt: skip
+    def boxes_from_mask(
+        self, layer_name: str | None = None, labels: dict[str, int] | None = None, strategy: str | None = None
+    ) -> None:
         """Fill every organ's boxes from a labels layer (strategy A or B; C/D take B's boxes)."""
-        from ..phantom import LABELS
+        from ..organs import layer_labels
         from ..prompts.cascade import first_pass_prompts
 
         name = layer_name or self.mask_combo.currentText()
@@ -272,7 +296,12 @@ class MedSAM2Widget(QWidget):
         data = np.asarray(layer.data)
         if labels is None:
             present = {int(v) for v in np.unique(data) if v}
-            named = {**LABELS, **layer.metadata.get("segunc_labels", {})}
+            image = (
+                self.viewer.layers[self.image_combo.currentText()]
+                if self.image_combo.currentText() in self.viewer.layers
+                else None
+            )
+            named = {**layer_labels(image.metadata if image is not None else None), **layer_labels(layer.metadata)}
             labels = {k: v for k, v in named.items() if v in present}
             labels.update({f"label_{v}": v for v in sorted(present - set(labels.values()))})
         try:
@@ -310,8 +339,12 @@ class MedSAM2Widget(QWidget):
         self.organ_table.setRowCount(len(layers))
         for i, layer in enumerate(layers):
             z = layer.metadata.get("segunc_z_range") or box_z_range(layer)
-            cells = [layer.metadata.get("segunc_organ", layer.name), str(layer.metadata.get("segunc_label", "")),
-                     f"{z[0]}–{z[1]}" if z else "", str(len(layer.data))]  # fmt: skip
+            cells = [
+                layer.metadata.get("segunc_organ", layer.name),
+                str(layer.metadata.get("segunc_label", "")),
+                f"{z[0]}–{z[1]}" if z else "",
+                str(len(layer.data)),
+            ]
             for j, text in enumerate(cells):
                 self.organ_table.setItem(i, j, QTableWidgetItem(text))
             # the organ's colour, as its boxes are drawn ("#rrggbbaa" → "#rrggbb": Qt reads 8 digits as #aarrggbb)
@@ -346,12 +379,22 @@ class MedSAM2Widget(QWidget):
         if checkpoint:
             set_setting("medsam2_checkpoint", checkpoint)
         self.job.start(
-            medsam2_job, self._holder, image, prompts, strategy, checkpoint=checkpoint,
-            config=self.config_combo.currentText(), device=self.device_combo.currentText(),
-            image_size=self.image_size, window=tuple(float(v) for v in layer.contrast_limits),
-            cancel=self.job.cancel_event, run_all=run_all,
-            starting="MedSAM2: starting…", on_progress=self._progressed, on_returned=self._done,
-        )  # fmt: skip
+            medsam2_job,
+            self._holder,
+            image,
+            prompts,
+            strategy,
+            checkpoint=checkpoint,
+            config=self.config_combo.currentText(),
+            device=self.device_combo.currentText(),
+            image_size=self.image_size,
+            window=tuple(float(v) for v in layer.contrast_limits),
+            cancel=self.job.cancel_event,
+            run_all=run_all,
+            starting="MedSAM2: starting…",
+            on_progress=self._progressed,
+            on_returned=self._done,
+        )
 
     def cancel(self) -> None:
         self.job.cancel()
@@ -399,11 +442,14 @@ class MedSAM2Widget(QWidget):
         if not found:
             self._error(f"MedSAM2 found no voxels of {', '.join(o.name for o in chosen)}: nothing to accept.")
             return
-        state.annotation.set_organs({o.label: seg == o.label for o in found},
-                                    description=f"accept MedSAM2 {', '.join(o.name for o in found)}")  # fmt: skip
+        state.annotation.set_organs(
+            {o.label: seg == o.label for o in found}, description=f"accept MedSAM2 {', '.join(o.name for o in found)}"
+        )
         missing = [o.name for o in chosen if o not in found]
-        self.status.setText(f"Accepted {', '.join(o.name for o in found)} into '{state.layer.name}' (Undo reverts)."
-                            + (f" No voxels of {', '.join(missing)}." if missing else ""))  # fmt: skip
+        self.status.setText(
+            f"Accepted {', '.join(o.name for o in found)} into '{state.layer.name}' (Undo reverts)."
+            + (f" No voxels of {', '.join(missing)}." if missing else "")
+        )
 
     def _error(self, message: str) -> None:
         self.job.error(message)

@@ -4,10 +4,12 @@ Inputs are napari layers on one grid: the prediction (a labels layer), its class
 prediction's ``metadata["segunc_probabilities"]``, which `uncertainty.layers.segmentation_layer` sets, or a 4D
 ``(C, z, y, x)`` image layer, background first, channel i = i-th organ in increasing label value), one or more rater
 labels layers, the CT (optional; curvas mode crops to CT > 0 with it) and the organ labels (a typed
-``name=value`` list, else the layers' ``metadata["segunc_labels"]``, else the phantom's). Evaluate runs
+``name=value`` list, else the prediction's, a rater's or the CT's ``metadata["segunc_labels"]``). Evaluate runs
 `napari_segunc.metrics.prediction.evaluate_prediction` (the suite of ``segunc evaluate``) in a napari worker; without
 probabilities only overlap, surface and volume metrics get values. `MetricsWidget.evaluate`, `copy_table` and
 `export_csv` are what the buttons call; tests and scripts call them directly.
+
+One responsibility, the Metrics dock (its inputs, table and plots); kept in one module past 400 lines.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..cli import parse_labels
 from ..errors import InvalidInput, SegUncError
 from ..io.writers import versioned_path, write_csv
+from ..labels import parse_labels
 from ..metrics.plots import draw_reliability, draw_risk_coverage
 from ..metrics.prediction import PredictionEvaluation, evaluate_prediction
 from ..metrics.suite import COLUMNS, Mode
-from ..phantom import LABELS as PHANTOM_LABELS
+from ..organs import layer_labels
 from ..roles import PROBABILITIES
 from ..volume import check_same_grid
 from ._jobs import DockJob
@@ -94,8 +96,13 @@ class MetricsWidget(QWidget):
         self.progress.setRange(0, 1)
         self.progress.setValue(0)
         self.status = status_label("Choose the prediction and the raters, then Evaluate.")
-        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status, progress=self.progress,
-                           busy_message="The evaluation is still running; wait for it to finish.")  # fmt: skip
+        self.job = DockJob(
+            self,
+            inputs=lambda: self.inputs,
+            status=self.status,
+            progress=self.progress,
+            busy_message="The evaluation is still running; wait for it to finish.",
+        )
         self.table = MetricsTable()
         self.reliability_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 5.6), dpi=90, layout="constrained"))
         self.risk_canvas = FigureCanvasQTAgg(Figure(figsize=(5.0, 4.2), dpi=90, layout="constrained"))
@@ -187,18 +194,27 @@ class MetricsWidget(QWidget):
         preferred = [n for n in models if PROBABILITIES in self.viewer.layers[n].metadata] + models
         preferred += [n for n in names if roles[n] not in (LayerRole.RATER, LayerRole.RATER_ANALYSIS)]
         current = self.prediction_combo.currentText() if self._prediction_picked else ""
-        self._fill(self.prediction_combo, [(n, n) for n in names], current if current in names else
-                   (preferred or names or [""])[0])  # fmt: skip
+        self._fill(
+            self.prediction_combo,
+            [(n, n) for n in names],
+            current if current in names else (preferred or names or [""])[0],
+        )
         sources = [("none (segmentation only)", NONE)]
-        sources += [(f"{n} (its probabilities)", f"{METADATA}:{n}") for n in names
-                    if "segunc_probabilities" in self.viewer.layers[n].metadata]  # fmt: skip
+        sources += [
+            (f"{n} (its probabilities)", f"{METADATA}:{n}")
+            for n in names
+            if "segunc_probabilities" in self.viewer.layers[n].metadata
+        ]
         sources += [(layer.name, f"{LAYER}:{layer.name}") for layer in self._layers(Image, 4)]
         self._fill(self.probabilities_combo, sources, self.probabilities_combo.currentData())
         images = layers_with_role(self.viewer.layers, LayerRole.IMAGE)
         with_grid = [layer.name for layer in images if layer.metadata.get("segunc_geometry")]
         chosen = self.image_combo.currentData() or self.image_combo.count() > 1  # "(none)" picked on purpose
-        self._fill(self.image_combo, [("(none)", ""), *((layer.name, layer.name) for layer in images)],
-                   self.image_combo.currentData() if chosen else (with_grid or [""])[0])  # fmt: skip
+        self._fill(
+            self.image_combo,
+            [("(none)", ""), *((layer.name, layer.name) for layer in images)],
+            self.image_combo.currentData() if chosen else (with_grid or [""])[0],
+        )
         self._prediction_changed()
 
     @staticmethod
@@ -235,7 +251,7 @@ class MetricsWidget(QWidget):
 
     # -------------------------------------------------------------------------------- inputs (GUI thread)
     def labels_mapping(self) -> dict[str, int] | None:
-        """The organs: the typed list, else the prediction's or a rater's ``segunc_labels``, else the phantom's."""
+        """The organs: the typed list, else the prediction's, a rater's or the CT's ``segunc_labels``."""
         text = self.labels_edit.text().strip()
         if text:
             try:
@@ -246,10 +262,9 @@ class MetricsWidget(QWidget):
         for layer in (self.viewer.layers[n] for n in names if n in self.viewer.layers):
             if layer.metadata.get("segunc_labels"):
                 return {str(k): int(v) for k, v in layer.metadata["segunc_labels"].items()}
-        for layer in self._layers(Image, 3):
-            geometry = layer.metadata.get("segunc_geometry") or {}
-            if layer.name == "phantom_ct" and not geometry.get("source"):
-                return dict(PHANTOM_LABELS)
+        image = self.image_combo.currentData()
+        if image in self.viewer.layers and layer_labels(self.viewer.layers[image].metadata):
+            return layer_labels(self.viewer.layers[image].metadata)  # the image's own table (the phantom's, say)
         return None
 
     def _gather(self) -> dict[str, Any]:
@@ -270,8 +285,9 @@ class MetricsWidget(QWidget):
             layer = self.viewer.layers[source]
             probabilities = np.asarray(layer.metadata["segunc_probabilities"] if kind == METADATA else layer.data)
             if probabilities.ndim != 4:
-                raise InvalidInput(f"'{source}' holds a {probabilities.ndim}D array; class probabilities are "
-                                   "(C, z, y, x).")  # fmt: skip
+                raise InvalidInput(
+                    f"'{source}' holds a {probabilities.ndim}D array; class probabilities are (C, z, y, x)."
+                )
             check_same_grid(grid, volume_of(layer, data=probabilities[0]))
         image = None
         if self.image_combo.currentData():
@@ -279,10 +295,16 @@ class MetricsWidget(QWidget):
             check_same_grid(grid, volume_of(image_layer))
             image = np.asarray(image_layer.data)
         return dict(
-            segmentation=np.asarray(prediction.data), raters=[np.asarray(r.data) for r in raters],
-            rater_names=[r.name for r in raters], spacing=grid.spacing, probabilities=probabilities,
-            labels=self.labels_mapping(), image=image, mode=self.mode, case=self.image_combo.currentData() or name,
-        )  # fmt: skip
+            segmentation=np.asarray(prediction.data),
+            raters=[np.asarray(r.data) for r in raters],
+            rater_names=[r.name for r in raters],
+            spacing=grid.spacing,
+            probabilities=probabilities,
+            labels=self.labels_mapping(),
+            image=image,
+            mode=self.mode,
+            case=self.image_combo.currentData() or name,
+        )
 
     # -------------------------------------------------------------------------------- actions
     def evaluate(self) -> None:
@@ -295,10 +317,14 @@ class MetricsWidget(QWidget):
             self._error(str(exc))
             return
         self._returned = False
-        self.job.start(evaluate_prediction, on_returned=self._done, on_finished=self._finished,
-                       steps=None,  # a busy bar: the suite is one call, it cannot report steps or stop midway
-                       starting=f"Evaluating '{job['case']}' ({job['mode'].value}), {len(job['raters'])} rater(s)…",
-                       **job)  # fmt: skip
+        self.job.start(
+            evaluate_prediction,
+            on_returned=self._done,
+            on_finished=self._finished,
+            steps=None,  # a busy bar: the suite is one call, it cannot report steps or stop midway
+            starting=f"Evaluating '{job['case']}' ({job['mode'].value}), {len(job['raters'])} rater(s)…",
+            **job,
+        )
 
     def cell_value(self, organ: str, metric: str) -> float:
         """The value the table shows for (organ, metric) (KeyError when it has no such cell)."""
@@ -323,8 +349,13 @@ class MetricsWidget(QWidget):
         if path is None:
             rows = self.result.rows
             proposal = versioned_path(Path.cwd() / f"{rows[0]['case']}_metrics_{rows[0]['mode']}.csv")
-            chosen, _ = QFileDialog.getSaveFileName(self, "Export metrics (CSV)", str(proposal), "CSV (*.csv)",
-                                                    options=QFileDialog.Option.DontConfirmOverwrite)  # fmt: skip
+            chosen, _ = QFileDialog.getSaveFileName(
+                self,
+                "Export metrics (CSV)",
+                str(proposal),
+                "CSV (*.csv)",
+                options=QFileDialog.Option.DontConfirmOverwrite,
+            )
             if not chosen:
                 return None
             path = chosen if chosen.lower().endswith(".csv") else chosen + ".csv"
@@ -347,8 +378,10 @@ class MetricsWidget(QWidget):
         self._show_plots()
         rows = result.rows
         n_raters = len({r["rater"] for r in rows if r["metric"] in ("dice", "ece")} - {"mean"})
-        msg = (f"{rows[0]['mode']} evaluation of '{rows[0]['case']}': {len(result.labels)} organ(s), "
-               f"{n_raters} rater(s), {len(rows)} rows.")  # fmt: skip
+        msg = (
+            f"{rows[0]['mode']} evaluation of '{rows[0]['case']}': {len(result.labels)} organ(s), "
+            f"{n_raters} rater(s), {len(rows)} rows."
+        )
         self.status.setText(" ".join([msg, *result.notes]))
 
     def _show_plots(self) -> None:

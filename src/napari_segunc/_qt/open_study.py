@@ -5,6 +5,9 @@ Every file is read in a napari worker thread (bodies in `_study_jobs`); the widg
 Buttons open a file dialog and then call `OpenStudyWidget.open_image`, `add_raters`, `add_rater_folder`,
 `add_probabilities` or `load_phantom`, which tests (and scripts) call directly. When an image with an autosaved
 review session is opened, the widget offers to restore it (`ask_restore`).
+
+One responsibility, the dock's widgets and slots; kept in one module past 400 lines (the worker bodies are in
+`_study_jobs`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ..volume import Volume, VolumeKind
 from . import _study_jobs as jobs
 from ._jobs import DockJob
 from ._layers import LayerRole, add_layer, has_layer, layers_with_role
-from ._session import _ask_restore, image_volume, review_for
+from ._session import ask_restore, image_volume, review_for
 from ._widgets import layer_combo
 from ._worker import status_label
 
@@ -81,7 +84,7 @@ class OpenStudyWidget(QWidget):
         self.image_volume: Volume | None = None  # grid every rater map is checked against
         self.image_layer: Image | None = None
         self._series_folder: Path | None = None
-        self.ask_restore: Callable[[SessionStore], bool] = _ask_restore
+        self.ask_restore: Callable[[SessionStore], bool] = ask_restore
 
         self.path_edit = QLineEdit()
         self.path_edit.setPlaceholderText("image file or DICOM folder")
@@ -114,8 +117,12 @@ class OpenStudyWidget(QWidget):
             self.preset_combo.addItem(preset.label, preset)
         self.phantom_button = QPushButton("Load phantom study")
         self.status = status_label("Open a CT/MR image, or load the phantom study.")
-        self.job = DockJob(self, inputs=lambda: self.inputs, status=self.status,
-                           busy_message="Still reading the previous file; wait for it to finish.")  # fmt: skip
+        self.job = DockJob(
+            self,
+            inputs=lambda: self.inputs,
+            status=self.status,
+            busy_message="Still reading the previous file; wait for it to finish.",
+        )
 
         form = QFormLayout()
         form.addRow(self.series_label, self.series_combo)
@@ -147,9 +154,21 @@ class OpenStudyWidget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         """Widgets disabled while a worker runs."""
-        return [self.path_edit, self.open_button, self.file_button, self.folder_button, self.series_combo,
-                self.raters_button, self.rater_folder_button, self.probabilities_button, self.trust_pickle_check,
-                self.nonfinite_check, self.gaps_check, self.preset_combo, self.phantom_button]  # fmt: skip
+        return [
+            self.path_edit,
+            self.open_button,
+            self.file_button,
+            self.folder_button,
+            self.series_combo,
+            self.raters_button,
+            self.rater_folder_button,
+            self.probabilities_button,
+            self.trust_pickle_check,
+            self.nonfinite_check,
+            self.gaps_check,
+            self.preset_combo,
+            self.phantom_button,
+        ]
 
     @property
     def busy(self) -> bool:
@@ -264,9 +283,16 @@ class OpenStudyWidget(QWidget):
         if not self._have_image("probability maps"):
             return
         paths = [Path(p).expanduser() for p in paths]
-        self._start(jobs.probabilities_job, paths, self.image_volume, names=names, trust_pickle=trust_pickle,
-                    on_returned=self._probabilities_loaded, on_yielded=self._progressed,
-                    what=f"Reading {len(paths)} probability map(s)")  # fmt: skip
+        self._start(
+            jobs.probabilities_job,
+            paths,
+            self.image_volume,
+            names=names,
+            trust_pickle=trust_pickle,
+            on_returned=self._probabilities_loaded,
+            on_yielded=self._progressed,
+            what=f"Reading {len(paths)} probability map(s)",
+        )
 
     def load_phantom(self, seed: int = 0) -> None:
         """Generate the synthetic abdominal CT study in a worker and add the image and one layer per rater."""
@@ -310,8 +336,15 @@ class OpenStudyWidget(QWidget):
         return True
 
     def _start(self, func, *args, on_returned=None, on_yielded=None, what: str = "", **kwargs) -> None:
-        self.job.start(func, *args, starting=what + "…", on_returned=on_returned, on_progress=on_yielded,
-                       description=what, **kwargs)  # fmt: skip
+        self.job.start(
+            func,
+            *args,
+            starting=what + "…",
+            on_returned=on_returned,
+            on_progress=on_yielded,
+            description=what,
+            **kwargs,
+        )
 
     def _error(self, message: str) -> None:
         self.job.error(message)

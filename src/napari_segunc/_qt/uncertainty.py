@@ -14,6 +14,9 @@
 
 Every layer used is checked against the chosen image's grid (`check_same_grid`): a mismatch is refused with a
 message and nothing is added or resampled. Results are added one layer per turn of the event loop.
+
+One responsibility, the dock's widgets and slots; kept in one module past 400 lines (the maps box is `_maps`, the
+worker bodies `_uncertainty_jobs`).
 """
 
 from __future__ import annotations
@@ -70,9 +73,14 @@ __all__ = ["MapUnit", "QueueMode", "UncertaintyWidget"]
 NONE = "(none)"
 NEXT_KEY, PREVIOUS_KEY = "N", "Shift-N"
 QUEUE_COLUMNS = ("#", "structure", "voxels", "ml", "z", "Σ map")
-QUEUE_TIPS = ("rank: 1 is reviewed first", "the structure of the segmentation the region lies in",
-              "voxels in the region", "volume in millilitres", "the axial slice with the most uncertainty",
-              "summed uncertainty: the map's values added over the region (what ranks it)")  # fmt: skip
+QUEUE_TIPS = (
+    "rank: 1 is reviewed first",
+    "the structure of the segmentation the region lies in",
+    "voxels in the region",
+    "volume in millilitres",
+    "the axial slice with the most uncertainty",
+    "summed uncertainty: the map's values added over the region (what ranks it)",
+)
 
 
 def _wrapped(text: str) -> QLabel:
@@ -150,13 +158,23 @@ class UncertaintyWidget(QWidget):
         self.arm()
 
     def _layout(self) -> None:
-        raters = form(("Raters:", self.rater_list), ("Segmentation:", self.seg_combo),
-                      hbox(self.staple_check, self.soft_check), self.raters_button)  # fmt: skip
-        queue = form(("Select:", self.mode_combo), ("Quantile:", self.quantile_spin),
-                     ("Min. voxels:", self.min_voxels_spin), self.find_button, self.table,
-                     hbox(self.previous_button, self.next_button))  # fmt: skip
-        compare = form(_wrapped("Each ticked layer in its own cell over the image:"), self.compare_list,
-                       self.compare_button)  # fmt: skip
+        raters = form(
+            ("Raters:", self.rater_list),
+            ("Segmentation:", self.seg_combo),
+            hbox(self.staple_check, self.soft_check),
+            self.raters_button,
+        )
+        queue = form(
+            ("Select:", self.mode_combo),
+            ("Quantile:", self.quantile_spin),
+            ("Min. voxels:", self.min_voxels_spin),
+            self.find_button,
+            self.table,
+            hbox(self.previous_button, self.next_button),
+        )
+        compare = form(
+            _wrapped("Each ticked layer in its own cell over the image:"), self.compare_list, self.compare_button
+        )
         for widget, height in ((self.rater_list, 110), (self.compare_list, 110), (self.maps.map_list, 90)):
             widget.setMaximumHeight(height)
         self.table.setMinimumHeight(160)
@@ -181,8 +199,17 @@ class UncertaintyWidget(QWidget):
     @property
     def inputs(self) -> list[QWidget]:
         """Widgets disabled while a worker runs."""
-        return [self.image_combo, *self.maps.inputs, self.rater_list, self.seg_combo, self.raters_button,
-                self.mode_combo, self.quantile_spin, self.min_voxels_spin, self.find_button]  # fmt: skip
+        return [
+            self.image_combo,
+            *self.maps.inputs,
+            self.rater_list,
+            self.seg_combo,
+            self.raters_button,
+            self.mode_combo,
+            self.quantile_spin,
+            self.min_voxels_spin,
+            self.find_button,
+        ]
 
     @property
     def busy(self) -> bool:
@@ -212,8 +239,11 @@ class UncertaintyWidget(QWidget):
             return
         labels = [x.name for x in layers_with_role(self.viewer.layers, *LABEL_ROLES)]
         maps = [x.name for x in layers_with_role(self.viewer.layers, LayerRole.MAP)]
-        fill(self.image_combo, [x.name for x in layers_with_role(self.viewer.layers, LayerRole.IMAGE)],
-             self.image_combo.currentText())  # fmt: skip
+        fill(
+            self.image_combo,
+            [x.name for x in layers_with_role(self.viewer.layers, LayerRole.IMAGE)],
+            self.image_combo.currentText(),
+        )
         seg = self.seg_combo.currentText()
         if not self._seg_picked or (seg != NONE and seg not in labels):
             roles = {x.name: role_of(x) for x in self.viewer.layers}
@@ -260,10 +290,17 @@ class UncertaintyWidget(QWidget):
         by_value = {}
         for layer in [*layers, seg] if seg is not None else layers:
             by_value.update({int(v): str(k) for k, v in (layer.metadata.get("segunc_labels") or {}).items()})
-        self.start(rater_job, raters, grid, labels={k: v for v, k in by_value.items()} or None,
-                    segmentation=segmentation, staple=self.staple_check.isChecked(),
-                    soft_labels=self.soft_check.isChecked(), on_returned=self._raters_done,
-                    what=f"Analysing {len(raters)} rater(s)")  # fmt: skip
+        self.start(
+            rater_job,
+            raters,
+            grid,
+            labels={k: v for v, k in by_value.items()} or None,
+            segmentation=segmentation,
+            staple=self.staple_check.isChecked(),
+            soft_labels=self.soft_check.isChecked(),
+            on_returned=self._raters_done,
+            what=f"Analysing {len(raters)} rater(s)",
+        )
 
     def _raters_done(self, result: RaterResult) -> None:
         self._add_layers(result.layers, f"Raters: {result.summary}; added {len(result.layers)} layers.")
@@ -284,10 +321,18 @@ class UncertaintyWidget(QWidget):
             self._error(str(exc))
             return
         labels = (seg.metadata.get("segunc_labels") or None) if seg is not None else None
-        self.start(queue_job, volume, mode=self.mode_combo.currentData(), threshold=self.maps.threshold,
-                    quantile=self.quantile_spin.value(), min_voxels=self.min_voxels_spin.value(),
-                    segmentation=segmentation, labels=labels, what=f"Finding regions of '{layer.name}'",
-                    on_returned=lambda result: self._queue_done(layer, result))  # fmt: skip
+        self.start(
+            queue_job,
+            volume,
+            mode=self.mode_combo.currentData(),
+            threshold=self.maps.threshold,
+            quantile=self.quantile_spin.value(),
+            min_voxels=self.min_voxels_spin.value(),
+            segmentation=segmentation,
+            labels=labels,
+            what=f"Finding regions of '{layer.name}'",
+            on_returned=lambda result: self._queue_done(layer, result),
+        )
 
     def _forget_stale_queue(self) -> None:
         """Empty the queue when its image is no longer the chosen one or its map was closed (its regions would send
@@ -295,8 +340,11 @@ class UncertaintyWidget(QWidget):
         if not self.regions:
             return
         image = self.image_layer
-        if image is not None and layer_id(image) == self._queue_image and has_layer(self.viewer.layers,
-                                                                                     self._queue_layer):  # fmt: skip
+        if (
+            image is not None
+            and layer_id(image) == self._queue_image
+            and has_layer(self.viewer.layers, self._queue_layer)
+        ):
             return
         self.regions, self._queue_layer, self._queue_image = [], None, ""
         self.table.setRowCount(0)
@@ -336,8 +384,10 @@ class UncertaintyWidget(QWidget):
         r = self.regions[row]
         if layer is not None:
             focus_region(self.viewer, layer, r)
-        self.status.setText(f"Region {r.rank} of {len(self.regions)}: {r.structure or 'no structure'}, "
-                            f"{r.n_voxels} voxels ({r.volume_ml:.2f} ml), slice {r.peak_slice}.")  # fmt: skip
+        self.status.setText(
+            f"Region {r.rank} of {len(self.regions)}: {r.structure or 'no structure'}, "
+            f"{r.n_voxels} voxels ({r.volume_ml:.2f} ml), slice {r.peak_slice}."
+        )
 
     def next_region(self) -> None:
         self.jump_to(self.current_row + 1 if self.current_row >= 0 else 0)

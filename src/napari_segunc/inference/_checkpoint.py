@@ -38,13 +38,29 @@ _EXT_OPS = frozenset({"EXT1", "EXT2", "EXT4"})
 #: what torch.load(weights_only=True) accepts besides plain values, if torch's own list cannot be read
 _FALLBACK_ALLOWED = frozenset(
     {
-        "collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-        "torch.nn.parameter.Parameter", "torch.serialization._get_layout", "torch.Size", "torch.device",
-        "torch.FloatStorage", "torch.DoubleStorage", "torch.HalfStorage", "torch.BFloat16Storage",
-        "torch.LongStorage", "torch.IntStorage", "torch.ShortStorage", "torch.CharStorage", "torch.ByteStorage",
-        "torch.BoolStorage", "_codecs.encode", "builtins.set", "builtins.bytearray", "builtins.complex",
+        "collections.OrderedDict",
+        "torch._utils._rebuild_tensor_v2",
+        "torch._utils._rebuild_parameter",
+        "torch.nn.parameter.Parameter",
+        "torch.serialization._get_layout",
+        "torch.Size",
+        "torch.device",
+        "torch.FloatStorage",
+        "torch.DoubleStorage",
+        "torch.HalfStorage",
+        "torch.BFloat16Storage",
+        "torch.LongStorage",
+        "torch.IntStorage",
+        "torch.ShortStorage",
+        "torch.CharStorage",
+        "torch.ByteStorage",
+        "torch.BoolStorage",
+        "_codecs.encode",
+        "builtins.set",
+        "builtins.bytearray",
+        "builtins.complex",
     }
-)  # fmt: skip
+)
 
 
 @dataclasses.dataclass(frozen=True)

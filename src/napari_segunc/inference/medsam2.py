@@ -132,10 +132,12 @@ def _read_state_dict(path: Path) -> dict:
     from ._checkpoint import load_weights
 
     obj = load_weights(
-        path, trust=False, what="MedSAM2 checkpoint",
+        path,
+        trust=False,
+        what="MedSAM2 checkpoint",
         trust_hint="napari-segunc only loads plain tensors (torch.load weights_only=True) and will not unpickle it: "
         "save its state_dict instead (torch.save({'model': model.state_dict()}, path)).",
-    )  # fmt: skip
+    )
     if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
         obj = obj["model"]  # SAM2 / MedSAM2 layout: {"model": state_dict}
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

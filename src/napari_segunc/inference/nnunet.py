@@ -1,10 +1,11 @@
-"""nnU-Net v2 ensembles streamed into the uncertainty accumulator: ``segunc predict`` and the Predict button.
+"""nnU-Net v2 ensembles as a member source: what ``segunc predict`` and the Ensemble dock run.
 
 Members are folds of nnU-Net v2 trained-model folders (``dataset.json``, ``plans.json``, ``fold_k/checkpoint_*.pth``):
 the user's own or e.g. TotalSegmentator's. Each member is run by nnU-Net's own ``nnUNetPredictor`` (its
 preprocessing, sliding window with Gaussian weighting, test-time mirroring and resampling back to the image's
-geometry), one fold at a time, and its class probabilities go straight into `EnsembleAccumulator`: probabilities
-are averaged, never logits, and nothing is written per member unless asked.
+geometry), one fold at a time. `predict_members` yields each member's class probabilities on the image's grid
+(`napari_segunc.members.MemberProbabilities`) and lets go of them; `napari_segunc.uncertainty.pipeline.accumulate`
+averages them (probabilities, never logits). Nothing is written per member.
 
 Checkpoints are pickles. They are read with ``torch.load(weights_only=True)`` (tensors, numbers, strings and plain
 containers only), which is enough for nnU-Net's own checkpoints; one that needs arbitrary unpickling is refused
@@ -12,6 +13,9 @@ unless the caller trusts it (``trust_checkpoint=True``, ``--trust-checkpoint``),
 
 The image goes to nnU-Net in its file's array order with its file's spacing (as ``nnUNetv2_predict`` would read it
 with SimpleITK), and the probabilities come back on our canonical grid.
+
+One responsibility, running nnU-Net members; kept in one module past 400 lines (checkpoint reading is in
+`_checkpoint`).
 """
 
 from __future__ import annotations
@@ -30,20 +34,25 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInput, SegUncError
+from ..errors import Cancelled, EngineFailed, InvalidInput, SegUncError
+from ..members import MemberProbabilities, dataset_labels
 from ..progress import Progress
 from ..volume import Volume, array_to_canonical, array_to_source
 
-__all__ = ["Cancelled", "Member", "discover_members", "load_member", "predict_job", "read_ensemble_file"]
+__all__ = [
+    "MC_GROUP",
+    "TTA_GROUP",
+    "Member",
+    "discover_members",
+    "load_member",
+    "predict_members",
+    "read_ensemble_file",
+]
 
 log = logging.getLogger(__name__)
 
 TTA_GROUP = "tta"
 MC_GROUP = "mc_dropout"
-
-
-class Cancelled(SegUncError):
-    """The prediction was stopped by the user."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,15 +220,25 @@ def load_member(
     # it builds on another device, whatever the flag: caught here, said once (debug log)
     with contextlib.redirect_stdout(io.StringIO()) as said:
         predictor = nnUNetPredictor(
-            tile_step_size=tile_step_size, use_gaussian=True, use_mirroring=use_mirroring and mirror_axes is not None,
-            perform_everything_on_device=perform_everything_on_device and on_cuda, device=torch_device,
-            verbose=False, verbose_preprocessing=False, allow_tqdm=False,
-        )  # fmt: skip
+            tile_step_size=tile_step_size,
+            use_gaussian=True,
+            use_mirroring=use_mirroring and mirror_axes is not None,
+            perform_everything_on_device=perform_everything_on_device and on_cuda,
+            device=torch_device,
+            verbose=False,
+            verbose_preprocessing=False,
+            allow_tqdm=False,
+        )
     _say_once(said.getvalue())
     predictor.manual_initialization(
-        network, plans_manager, configuration_manager, [ckpt["network_weights"]], dataset_json, trainer_name,
+        network,
+        plans_manager,
+        configuration_manager,
+        [ckpt["network_weights"]],
+        dataset_json,
+        trainer_name,
         mirror_axes,
-    )  # fmt: skip
+    )
     return predictor
 
 
@@ -357,28 +376,34 @@ def _stop_member(thread: threading.Thread, cancel: threading.Event) -> None:
             thread.join()
 
 
-def predict_job(
+def predict_members(
     image: Volume,
     members: Sequence[Member],
     *,
     device: str = "auto",
     tta: str | None = None,
     trust_checkpoint: bool = False,
-    class_variance: bool = True,
     threads: int | None = None,
     mc_dropout: int = 0,
     mirroring: bool = True,
-) -> Generator[Progress, None, tuple[Any, Volume]]:
-    """Run every member (and TTA flip) on `image`, streaming probabilities into an accumulator.
+) -> Generator[Progress | MemberProbabilities, None, None]:
+    """Run every member (and TTA flip, or MC-dropout sample) on `image`; a member source (`napari_segunc.members`).
 
-    Yields `Progress` (member i of M, tiles done); returns ``(EnsembleAccumulator, grid)``. Close the generator to
-    cancel: the running member stops at its next sliding-window tile. Groups: each member's own group, and ``tta`` for
-    the flipped runs when `tta="flips"` (each flip of each member is a member of the ``tta`` group; mirroring inside
-    nnU-Net is then off). ``mc_dropout=N`` runs each member N times with its dropout layers sampling (group
-    ``mc_dropout``); a network without dropout is refused with a message. ``mirroring=False`` turns off nnU-Net's own
-    test-time mirroring (8× fewer network evaluations; the demo uses it).
+    Yields `Progress` (member run i of M, tiles done) and, after each run, its `MemberProbabilities` on the image's
+    canonical grid, with the label names of the model's ``dataset.json``. Close the generator to cancel: the running
+    member stops at its next sliding-window tile. Groups: each member's own group, and ``tta`` for the flipped runs
+    when `tta="flips"` (each flip of each member is a member of the ``tta`` group; mirroring inside nnU-Net is then
+    off). ``mc_dropout=N`` runs each member N times with its dropout layers sampling (group ``mc_dropout``); a
+    network without dropout is refused with a message. ``mirroring=False`` turns off nnU-Net's own test-time
+    mirroring (8× fewer network evaluations; the demo uses it).
+
+    Raises
+    ------
+    InvalidInput
+        No member, TTA together with MC dropout, a model that cannot be loaded or does not allow the flips.
+    EngineFailed
+        nnU-Net itself failed on a member (the message names the member and nnU-Net's error).
     """
-    from ..uncertainty.ensemble import EnsembleAccumulator
     from .device import select_device, torch_threads
 
     if not members:
@@ -391,7 +416,6 @@ def predict_job(
     runs = [(m, f, s) for m in members for f in flips for s in samples]
     yield Progress(0, len(runs), notice)
     data, props, direction = _source_array(image)
-    acc = EnsembleAccumulator(class_variance=class_variance)
     cancel = threading.Event()
     with torch_threads(threads):
         predictor, loaded = None, None
@@ -438,10 +462,9 @@ def predict_job(
                 exc = result["error"]
                 if isinstance(exc, SegUncError):
                     raise exc
-                raise InvalidInput(f"nnU-Net failed on member {label}: {type(exc).__name__}: {exc}") from exc
+                raise EngineFailed(f"nnU-Net failed on member {label}: {type(exc).__name__}: {exc}") from exc
             probs = np.ascontiguousarray(array_to_canonical(result.pop("probs"), direction))
             group = TTA_GROUP if tta else MC_GROUP if mc_dropout else member.group
-            acc.add(probs, name=label, group=group)
-            del probs
+            yield MemberProbabilities(label, probs, group=group, grid=image, labels=dataset_labels(member.model_dir))
+            del probs  # the pipeline holds it only while adding it
     yield Progress(len(runs), len(runs), f"{len(runs)} member run(s) done")
-    return acc, image

@@ -19,8 +19,14 @@ from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import
 
 class DemoTrainer(nnUNetTrainerAdam):
     # nnunetv2 inspects this signature to record the init arguments: it must be spelled out
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cpu")):  # noqa: B008  # fmt: skip
+    def __init__(
+        self,
+        plans: dict,
+        configuration: str,
+        fold: int,
+        dataset_json: dict,
+        device: torch.device = torch.device("cpu"),  # noqa: B008
+    ):
         plans.setdefault("continue_training", False)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 10

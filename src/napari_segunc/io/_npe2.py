@@ -28,11 +28,11 @@ from .writers import write_volume
 
 __all__ = [
     "READER_PATTERNS",
+    "LayerData",
     "activate",
     "get_reader",
-    "phantom_layers",
-    "phantom_sample",
     "prefer_segunc_reader",
+    "rater_layer_data",
     "read_layers",
     "volume_layer_data",
     "write_labels",
@@ -270,22 +270,3 @@ def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     volume = _meta_volume(data, meta, name)
     written = write_volume(volume, path, overwrite=False)
     return [str(written)]
-
-
-# ---------------------------------------------------------------------------------------------------- sample data
-def phantom_sample() -> list[LayerData]:
-    """Sample data: the synthetic abdominal CT (abdomen window) and one labels layer per simulated rater."""
-    return phantom_layers(seed=0)[1]
-
-
-def phantom_layers(*, seed: int = 0) -> tuple[Volume, list[LayerData]]:
-    """The phantom study's image volume and its layers: the CT (abdomen window), then ``rater_1``, ``rater_2``..."""
-    from ..phantom import make_phantom
-
-    study = make_phantom(seed=seed)
-    layers = [volume_layer_data(study.image, preset=WindowPreset.ABDOMEN)]
-    for i, rater in enumerate(study.raters):
-        if rater.kind is not VolumeKind.LABELS:
-            rater = rater.with_data(rater.data, kind=VolumeKind.LABELS)
-        layers.append(rater_layer_data(rater, i))
-    return study.image, layers

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
 from ..volume import SourceGeometry, Volume, VolumeKind, array_to_canonical, array_to_source, check_same_grid
-from .readers import _suffix
+from .readers import file_suffix
 from .writers import atomic_write
 
 __all__ = ["ProbabilityMap", "read_probabilities", "write_probabilities"]
@@ -93,7 +93,7 @@ def read_probabilities(
     p = Path(path).expanduser()
     if not p.exists():
         raise InvalidInput(f"{p} does not exist. Check the path of the probability map.")
-    suffix = _suffix(p)
+    suffix = file_suffix(p)
     if suffix == ".npz":
         data, grid = _read_npz(p, reference, trust_pickle)
     elif suffix in (".nii", ".nii.gz"):
@@ -120,7 +120,7 @@ def probability_shape(path: str | os.PathLike) -> tuple[int, ...] | None:
     """The (C, z, y, x) shape a probability file declares, from its header alone; None when it cannot be told."""
     p = Path(path).expanduser()
     try:
-        if _suffix(p) == ".npz":
+        if file_suffix(p) == ".npz":
             return _npz_header(p)[0]
         import nibabel as nib
 
@@ -233,9 +233,9 @@ def _npz_geometry(p: Path, trust_pickle: bool):
 def _read_nifti4d(p: Path):
     import nibabel as nib
 
-    from .readers import _check_nifti_complete
+    from .readers import check_nifti_complete
 
-    _check_nifti_complete(p)
+    check_nifti_complete(p)
     try:
         img = nib.load(str(p))
         raw = np.asarray(img.dataobj)

@@ -1,4 +1,8 @@
-"""Read NIfTI, NRRD, MHA/MHD files and DICOM series into canonical `Volume` objects (SimpleITK does the reading)."""
+"""Read NIfTI, NRRD, MHA/MHD files and DICOM series into canonical `Volume` objects (SimpleITK does the reading).
+
+Every file is checked before SimpleITK reads it (truncation, corrupt gzip, NaN voxels, sheared affines, label maps
+that are images); DICOM folders go through `napari_segunc.io.dicom`. `read_policy` holds what the user accepted.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..volume import FileFormat, Modality, SourceGeometry, Volume, VolumeKind
+from .dicom import DicomSeries, list_dicom_series, read_dicom
 
 __all__ = [
     "DicomSeries",
@@ -73,7 +78,8 @@ def read_policy(
         _POLICY.reset(token)
 
 
-def _suffix(path: Path) -> str:
+def file_suffix(path: Path) -> str:
+    """The file's format suffix, lower case: ``.nii.gz`` for compressed NIfTI, else the last suffix."""
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
@@ -83,51 +89,7 @@ def detect_format(path: str | os.PathLike) -> FileFormat | None:
     p = Path(path)
     if p.is_dir():
         return FileFormat.DICOM
-    return SUPPORTED_SUFFIXES.get(_suffix(p))
-
-
-@dataclasses.dataclass(frozen=True)
-class DicomSeries:
-    """One DICOM series found in a folder."""
-
-    series_id: str
-    n_files: int
-    description: str
-    modality: str
-
-    def __str__(self) -> str:
-        desc = f" '{self.description}'" if self.description else ""
-        return f"{self.series_id} ({self.modality or '?'}{desc}, {self.n_files} files)"
-
-
-def list_dicom_series(folder: str | os.PathLike) -> list[DicomSeries]:
-    """The DICOM series stored directly in `folder` (not its sub-folders), with their size and description."""
-    import SimpleITK as sitk
-
-    folder = str(folder)
-    series = []
-    # GDCM prints "No Series were found" (ITK warning, on stderr) for a folder without DICOM: callers say it instead
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ()
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    for sid in ids:
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, sid)
-        description = modality = ""
-        try:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(files[0])
-            reader.ReadImageInformation()
-            if reader.HasMetaDataKey("0008|103e"):
-                description = reader.GetMetaData("0008|103e").strip()
-            if reader.HasMetaDataKey("0008|0060"):
-                modality = reader.GetMetaData("0008|0060").strip()
-        except RuntimeError:  # unreadable header: still list the series
-            pass
-        series.append(DicomSeries(sid, len(files), description, modality))
-    return series
+    return SUPPORTED_SUFFIXES.get(file_suffix(p))
 
 
 def read_volume(
@@ -171,12 +133,14 @@ def read_volume(
         raise InvalidInput(f"{p} does not exist. Check the path (and that the drive is mounted).")
     fmt = detect_format(p)
     if fmt is None:
-        raise InvalidInput(f"{p} has an unsupported extension '{_suffix(p) or '(none)'}'; use {_SUPPORTED_TEXT}.")
+        raise InvalidInput(f"{p} has an unsupported extension '{file_suffix(p) or '(none)'}'; use {_SUPPORTED_TEXT}.")
     policy = _POLICY.get()
     float_map = kind is not None and VolumeKind(kind) is VolumeKind.FLOAT_MAP
     nonfinite = 0
     if fmt is FileFormat.DICOM:
-        image, dicom_modality, sid = _read_dicom(p, series_id, accept_gaps=policy.accept_dicom_gaps)
+        image, dicom_modality, sid = read_dicom(
+            p, series_id, accept_gaps=policy.accept_dicom_gaps, gaps_advice=policy.gaps_advice
+        )
     else:
         image, nonfinite = _read_file(p)
         dicom_modality, sid = "", None
@@ -194,7 +158,7 @@ def read_volume(
         series_id=sid,
     )
     if name is None:
-        name = p.name[: -len(_suffix(p))] if fmt is not FileFormat.DICOM else p.name
+        name = p.name[: -len(file_suffix(p))] if fmt is not FileFormat.DICOM else p.name
     if kind is not None and VolumeKind(kind) is VolumeKind.LABELS:
         _check_label_like(image, p)
     vol = Volume.from_sitk(image, source=source, kind=VolumeKind(kind) if kind else None, name=name)
@@ -214,10 +178,10 @@ def _read_file(p: Path):
 
     if p.stat().st_size == 0:
         raise InvalidInput(f"{p} is empty (0 bytes); the copy or export that made it probably failed.")
-    nifti = SUPPORTED_SUFFIXES[_suffix(p)] is FileFormat.NIFTI
+    nifti = SUPPORTED_SUFFIXES[file_suffix(p)] is FileFormat.NIFTI
     header = nonfinite = None
     if nifti:  # ITK reads a truncated NIfTI silently, padding it with garbage, and zeroes NaN
-        header, nonfinite = _check_nifti_complete(p)
+        header, nonfinite = check_nifti_complete(p)
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as exc:
@@ -233,23 +197,29 @@ _TRUNCATED_GZIP = (
 )
 
 
-def _check_nifti_complete(p: Path):
+def nifti_layout(path: Path):
+    """(nibabel image, data offset, voxel dtype, voxel count, total bytes) a NIfTI file's header announces; raises
+    what nibabel raises when the header cannot be read. The offset accounts for header extensions."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    proxy = img.dataobj
+    offset, dtype, count = int(proxy.offset), np.dtype(proxy.dtype), int(np.prod(proxy.shape))
+    return img, offset, dtype, count, offset + count * int(dtype.itemsize)
+
+
+def check_nifti_complete(p: Path):
     """Raise `InvalidInput` unless the NIfTI file holds every voxel byte its header announces, intact.
 
     Returns (nibabel header image, number of NaN/±Inf voxels): the voxels are scanned while checking, so a float
     image's non-finite values are counted before SimpleITK replaces them by 0.
     """
-    import nibabel as nib
-
     with open(p, "rb") as fh:
         gzipped = fh.read(2) == b"\x1f\x8b"
-    if _suffix(p) == ".nii.gz" and not gzipped:
+    if file_suffix(p) == ".nii.gz" and not gzipped:
         raise InvalidInput(f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it.")
     try:
-        img = nib.load(str(p))
-        proxy = img.dataobj  # its offset accounts for header extensions
-        offset, dtype = int(proxy.offset), np.dtype(proxy.dtype)
-        expected = offset + int(np.prod(proxy.shape)) * int(dtype.itemsize)
+        img, offset, dtype, count, expected = nifti_layout(p)
     except Exception:  # noqa: BLE001 - a header nibabel cannot parse: cut inside it, or not a NIfTI
         if gzipped:
             _read_all_gzip(p)
@@ -280,7 +250,7 @@ def _check_nifti_complete(p: Path):
     else:
         got = p.stat().st_size
         if is_float and got >= expected:
-            values = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=(int(np.prod(proxy.shape)),))
+            values = np.memmap(p, dtype=dtype, mode="r", offset=offset, shape=(count,))
             for i in range(0, values.size, 1 << 22):
                 part = values[i : i + (1 << 22)]
                 nonfinite += int(part.size - np.count_nonzero(np.isfinite(part)))
@@ -390,7 +360,7 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
         ".nhdr": "NRRD",
         ".mha": "MetaImage",
         ".mhd": "MetaImage",
-    }[_suffix(p)]
+    }[file_suffix(p)]
     if "orthonormal" in str(exc):
         return (
             f"{p} has a sheared (non-orthogonal) affine that ITK cannot represent; resample it onto an orthogonal "
@@ -406,105 +376,13 @@ def _explain_read_failure(p: Path, exc: Exception) -> str:
         except _GZIP_ERRORS:
             return _TRUNCATED_GZIP.format(p=p)
         return f"{p} decompresses but is not a readable {kind} image; it may be truncated or another format."
-    if _suffix(p) == ".nii.gz":
+    if file_suffix(p) == ".nii.gz":
         return f"{p} is named .nii.gz but is not gzip-compressed; rename it to .nii or re-export it."
-    if _suffix(p) == ".mhd":
+    if file_suffix(p) == ".mhd":
         return f"{p} could not be read; check that the data file it names (ElementDataFile) exists next to it."
     detail = str(exc).strip().splitlines()
     hint = next((line for line in detail if "rror" in line or "Could not" in line), detail[-1] if detail else "")
     return f"{p} is not a readable {kind} image (it may be truncated or another format). ITK says: {hint.strip()}"
-
-
-def _read_dicom(folder: Path, series_id: str | None, *, accept_gaps: bool = False):
-    import SimpleITK as sitk
-
-    series = list_dicom_series(folder)
-    if not series:
-        raise InvalidInput(
-            f"{folder} contains no DICOM series (series in sub-folders are not searched); choose the folder that "
-            "holds the slice files."
-        )
-    if series_id is None:
-        if len(series) > 1:
-            listing = "; ".join(str(s) for s in series)
-            raise InvalidInput(f"{folder} holds {len(series)} DICOM series; choose one with its series id: {listing}.")
-        chosen = series[0]
-    else:
-        matches = [s for s in series if s.series_id == series_id]
-        if not matches:
-            raise InvalidInput(
-                f"{folder} has no DICOM series '{series_id}'; it holds: " + "; ".join(str(s) for s in series) + "."
-            )
-        chosen = matches[0]
-    reader = sitk.ImageSeriesReader()
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), chosen.series_id)
-    reader.SetFileNames(files)
-    reader.MetaDataDictionaryArrayUpdateOn()
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # ITK's "Non uniform sampling" warning: said below instead
-    try:
-        image = reader.Execute()
-    except RuntimeError as exc:
-        raise InvalidInput(
-            f"The DICOM series {chosen.series_id} in {folder} could not be read (a slice may be corrupt or "
-            f"missing): {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}"
-        ) from None
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-    if len(series) == 1:
-        used = {Path(f).name for f in files}
-        ignored = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")
-                         and f.name not in used and f.suffix.lower() not in _NOT_SLICES)  # fmt: skip
-        if ignored:
-            log.warning(
-                "%d file(s) in %s are not part of the series read (duplicate or unreadable slices?): %s",
-                len(ignored), folder, ", ".join(ignored[:5]) + (", …" if len(ignored) > 5 else ""),
-            )  # fmt: skip
-    problem = _slice_spacing_problem(reader, files)
-    if problem:
-        if not accept_gaps:
-            raise InvalidInput(
-                f"The DICOM series in {folder} {problem}; the volume would be stretched. Restore the slice from the "
-                f"source, or {_POLICY.get().gaps_advice} to read it anyway."
-            )
-        log.warning("DICOM series in %s %s; read anyway, as asked.", folder, problem)
-    return image, chosen.modality, chosen.series_id
-
-
-_NOT_SLICES = {".txt", ".json", ".xml", ".md", ".csv", ".pdf", ".html", ".nii", ".gz", ".zip"}
-
-
-def _slice_spacing_problem(reader, files) -> str | None:
-    """What is wrong with the slice positions (a gap, a duplicate, uneven spacing), or None when they are regular."""
-    if len(files) < 3:
-        return None
-    try:
-        orient = [float(v) for v in reader.GetMetaData(0, "0020|0037").split("\\")]
-        normal = np.cross(orient[:3], orient[3:6])
-        pos = np.array([[float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")] for i in range(len(files))])
-    except (RuntimeError, ValueError, IndexError):
-        return None  # no position tags: nothing to check against
-    z = pos @ normal
-    order = np.argsort(z)
-    z, names = z[order], [Path(files[i]).name for i in order]
-    steps = np.diff(z)
-    step = float(np.median(steps))
-    dup = np.flatnonzero(np.abs(steps) < 1e-3 * max(abs(step), 1e-6) + 1e-4)
-    if dup.size:
-        i = int(dup[0])
-        return f"holds two slices at the same position {z[i]:.2f} mm ({names[i]} and {names[i + 1]})"
-    gap = np.flatnonzero(steps > 1.5 * step)
-    if gap.size:
-        i = int(gap[0])
-        missing = round(steps[i] / step) - 1
-        return (
-            f"has a gap of {steps[i]:.2f} mm between {names[i]} ({z[i]:.2f} mm) and {names[i + 1]} ({z[i + 1]:.2f} "
-            f"mm) where the other slices are {step:.2f} mm apart: about {missing} slice(s) missing at position "
-            f"{i + 1} of {len(z)}"
-        )
-    if float(np.max(steps) - np.min(steps)) > max(0.01 * step, 1e-3):
-        return f"has unevenly spaced slices ({np.min(steps):.3f} to {np.max(steps):.3f} mm apart)"
-    return None
 
 
 def _check_3d(image, p: Path) -> None:

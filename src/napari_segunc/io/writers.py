@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInput
 from ..volume import FileFormat, Volume, VolumeKind
-from .readers import SUPPORTED_SUFFIXES, _suffix
+from .readers import SUPPORTED_SUFFIXES, file_suffix
 
 __all__ = ["atomic_write", "output_format", "versioned_path", "write_csv", "write_volume"]
 
@@ -27,7 +27,7 @@ _LABEL_DTYPES = (np.uint8, np.uint16, np.int16, np.int32)
 
 def output_format(path: str | os.PathLike) -> FileFormat:
     """Format a write to `path` produces: from its suffix; NIfTI when it has none."""
-    suffix = _suffix(Path(path))
+    suffix = file_suffix(Path(path))
     if suffix in SUPPORTED_SUFFIXES:
         return SUPPORTED_SUFFIXES[suffix]
     if suffix in ("", ".gz"):
@@ -42,7 +42,7 @@ def versioned_path(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         return p
-    suffix = _suffix(p) or p.suffix
+    suffix = file_suffix(p) or p.suffix
     stem = p.name[: len(p.name) - len(suffix)] if suffix else p.name
     n = 2
     while True:
@@ -108,11 +108,11 @@ def write_volume(
 
     path = Path(path).expanduser()
     if same_format_as_source and volume.source is not None and volume.source.format is not None:
-        suffix = _suffix(path)
+        suffix = file_suffix(path)
         stem = path.name[: len(path.name) - len(suffix)] if suffix in SUPPORTED_SUFFIXES else path.name
         path = path.with_name(stem + volume.source.format.suffix)
     fmt = output_format(path)
-    if _suffix(path) not in SUPPORTED_SUFFIXES:
+    if file_suffix(path) not in SUPPORTED_SUFFIXES:
         path = path.with_name(path.name.removesuffix(".gz") + ".nii.gz")
     if volume.source is not None and volume.source.path and _same_file(path, Path(volume.source.path)):
         raise InvalidInput(f"Refusing to write over the source image {path}; choose another file name.")
@@ -178,14 +178,17 @@ def verify_written(f: Path, final: Path, *, nifti: bool = False) -> None:
     """
     size = f.stat().st_size
     if size == 0:
-        raise InvalidInput(f"Cannot write {final}: nothing was written (is the disk full?); free space or choose "
-                           "another folder.")  # fmt: skip
+        raise InvalidInput(
+            f"Cannot write {final}: nothing was written (is the disk full?); free space or choose another folder."
+        )
     name = f.name.lower()
     if nifti and name.endswith((".nii", ".nii.gz")):
         expected = _nifti_bytes(f)
         if expected is None:
-            raise InvalidInput(f"Cannot write {final}: the file written has no readable NIfTI header (is the disk "
-                               "full?); free space or choose another folder.")  # fmt: skip
+            raise InvalidInput(
+                f"Cannot write {final}: the file written has no readable NIfTI header (is the disk "
+                "full?); free space or choose another folder."
+            )
         if name.endswith(".nii"):
             got = size
         else:  # gzip's trailer holds the uncompressed size modulo 2**32: a cut stream ends with other bytes
@@ -194,20 +197,20 @@ def verify_written(f: Path, final: Path, *, nifti: bool = False) -> None:
                 got = int.from_bytes(fh.read(4), "little")
             expected %= 1 << 32
         if got != expected:
-            raise InvalidInput(f"Cannot write {final}: only part of it could be written (is the disk full?); free "
-                               "space or choose another folder.")  # fmt: skip
+            raise InvalidInput(
+                f"Cannot write {final}: only part of it could be written (is the disk full?); free "
+                "space or choose another folder."
+            )
     with open(f, "rb+") as fh:
         os.fsync(fh.fileno())
 
 
 def _nifti_bytes(f: Path) -> int | None:
     """Header offset + voxel bytes a NIfTI file announces; None when its header cannot be read."""
-    import nibabel as nib
+    from .readers import nifti_layout
 
     try:
-        img = nib.load(str(f))
-        proxy = img.dataobj
-        return int(proxy.offset) + int(np.prod(proxy.shape)) * int(proxy.dtype.itemsize)
+        return nifti_layout(f)[4]
     except Exception:  # noqa: BLE001 - any failure means the header is unreadable
         return None
 

@@ -41,8 +41,12 @@ def probability_stats(p: np.ndarray) -> tuple[float, float, float, float]:
     per_slice = _stats_kernel(p)
     if np.isnan(per_slice[:, 0]).any():
         return math.nan, math.nan, math.nan, math.nan
-    return (float(per_slice[:, 0].min()), float(per_slice[:, 1].max()), float(per_slice[:, 2].min()),
-            float(per_slice[:, 3].max()))  # fmt: skip
+    return (
+        float(per_slice[:, 0].min()),
+        float(per_slice[:, 1].max()),
+        float(per_slice[:, 2].min()),
+        float(per_slice[:, 3].max()),
+    )
 
 
 @numba.njit(cache=True, parallel=True)

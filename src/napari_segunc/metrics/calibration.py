@@ -41,8 +41,14 @@ import numpy as np
 from ..errors import GeometryMismatch, InvalidInput
 from .volume import Result
 
-__all__ = ["ACE_BINS", "Calibration", "curvas_ece", "curvas_multirater_ece", "organ_calibration",
-           "top_label_calibration"]  # fmt: skip
+__all__ = [
+    "ACE_BINS",
+    "Calibration",
+    "curvas_ece",
+    "curvas_multirater_ece",
+    "organ_calibration",
+    "top_label_calibration",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +118,14 @@ def _toplabel_kernel(p, targets, n_bins, ace_edges):  # pragma: no cover - compi
                 a_count[z, j] += k
                 a_conf[z, j] += k * b64
                 a_correct[z, j] += hits
-    return (count.sum(axis=0), conf.sum(axis=0), correct.sum(axis=0), a_count.sum(axis=0), a_conf.sum(axis=0),
-            a_correct.sum(axis=0))  # fmt: skip
+    return (
+        count.sum(axis=0),
+        conf.sum(axis=0),
+        correct.sum(axis=0),
+        a_count.sum(axis=0),
+        a_conf.sum(axis=0),
+        a_correct.sum(axis=0),
+    )
 
 
 @numba.njit(cache=True, parallel=True)
@@ -217,8 +229,9 @@ def top_label_calibration(prob, raters: Sequence, n_bins: int = 50, *, use_numba
     # native rule: confidence 1.0 belongs to the last bin
     count, conf, correct = _merge_last(count), _merge_last(conf), _merge_last(correct)
     count_f, conf_f = count.astype(np.float64), conf
-    eces, mces = zip(*(_ece_from(count_f, conf_f, correct[k].astype(np.float64), n) for k in range(t.shape[0])),
-                     strict=True)  # fmt: skip
+    eces, mces = zip(
+        *(_ece_from(count_f, conf_f, correct[k].astype(np.float64), n) for k in range(t.shape[0])), strict=True
+    )
     ok = a_count > 0
     ace = float(np.mean(np.abs(a_correct[ok] / a_count[ok] - a_conf[ok] / a_count[ok])))
     k = t.shape[0]
@@ -226,11 +239,16 @@ def top_label_calibration(prob, raters: Sequence, n_bins: int = 50, *, use_numba
         bin_conf = np.where(count > 0, conf / count, np.nan)
         bin_acc = np.where(count > 0, correct.sum(axis=0) / (k * count), np.nan)
     return Calibration(
-        ece=Result(float(np.mean(eces)), None), ece_per_rater=tuple(eces),
-        mce=Result(float(np.nanmean(mces)), None), mce_per_rater=tuple(mces), ace=Result(ace, None),
-        bin_edges=np.linspace(0.0, 1.0, n_bins + 1), bin_confidence=bin_conf, bin_accuracy=bin_acc,
+        ece=Result(float(np.mean(eces)), None),
+        ece_per_rater=tuple(eces),
+        mce=Result(float(np.nanmean(mces)), None),
+        mce_per_rater=tuple(mces),
+        ace=Result(ace, None),
+        bin_edges=np.linspace(0.0, 1.0, n_bins + 1),
+        bin_confidence=bin_conf,
+        bin_accuracy=bin_acc,
         bin_count=(count * k).astype(np.int64),
-    )  # fmt: skip
+    )
 
 
 def _merge_last(a: np.ndarray) -> np.ndarray:
@@ -321,8 +339,10 @@ def _curvas_input(organ_probs) -> np.ndarray:
         log.warning(
             "curvas ECE: probabilities from %g to %g (background = 1 − Σ organs went outside [0, 1]); torchmetrics, "
             "and so the official evaluation, then applies a softmax to every voxel: reproduced, but the value no "
-            "longer measures the model's calibration", lo, hi,
-        )  # fmt: skip
+            "longer measures the model's calibration",
+            lo,
+            hi,
+        )
         p = np.exp(p - p.max(axis=0, keepdims=True))
         p /= p.sum(axis=0, keepdims=True)
     return p

@@ -101,8 +101,19 @@ def _evaluate_one(group: str, files: CaseFiles, options: Mapping[str, Any]) -> l
         rows = evaluate_files(files, **options).rows
     except Exception as exc:  # noqa: BLE001 - a failed case is data in the output, the others go on
         log.warning("case %s (%s) failed: %s", files.case, group, exc)
-        rows = [dict(case=files.case, mode=str(options.get("mode", "native")), organ="", label="", metric="error",
-                     rater="", value=math.nan, unit="", reason=f"{type(exc).__name__}: {exc}")]  # fmt: skip
+        rows = [
+            dict(
+                case=files.case,
+                mode=str(options.get("mode", "native")),
+                organ="",
+                label="",
+                metric="error",
+                rater="",
+                value=math.nan,
+                unit="",
+                reason=f"{type(exc).__name__}: {exc}",
+            )
+        ]
     return [{"group": group, **row} for row in rows]
 
 
@@ -163,7 +174,18 @@ def _distributed(cases, options, scheduler: str | None, workers: int) -> Iterato
                 rows = future.result()
             except Exception as exc:  # noqa: BLE001 - a worker that died: report, go on
                 c = cases[i]
-                rows = [{"group": c.group, "case": c.files.case, "mode": options["mode"], "organ": "", "label": "",
-                         "metric": "error", "rater": "", "value": math.nan, "unit": "",
-                         "reason": f"{type(exc).__name__}: {exc}"}]  # fmt: skip
+                rows = [
+                    {
+                        "group": c.group,
+                        "case": c.files.case,
+                        "mode": options["mode"],
+                        "organ": "",
+                        "label": "",
+                        "metric": "error",
+                        "rater": "",
+                        "value": math.nan,
+                        "unit": "",
+                        "reason": f"{type(exc).__name__}: {exc}",
+                    }
+                ]
             yield i, rows

@@ -27,9 +27,20 @@ __all__ = ["AGGREGATES", "COMPARE_COLUMNS", "compare_groups", "group_values", "r
 AGGREGATES = ("mean", "consensus", "pooled", "roi", "prediction")
 
 COMPARE_COLUMNS = (
-    "metric", "organ", "group_a", "group_b", "n_a", "n_b", "median_a", "median_b", "u_statistic", "p_value",
-    "alternative", "n_nan_a", "n_nan_b",
-)  # fmt: skip
+    "metric",
+    "organ",
+    "group_a",
+    "group_b",
+    "n_a",
+    "n_b",
+    "median_a",
+    "median_b",
+    "u_statistic",
+    "p_value",
+    "alternative",
+    "n_nan_a",
+    "n_nan_b",
+)
 
 
 def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -88,13 +99,23 @@ def compare_groups(
                     u, pv = float(res.statistic), float(res.pvalue)
                 else:
                     u = pv = math.nan
-                table.append(dict(
-                    metric=metric, organ=organ, group_a=a, group_b=b, n_a=int(va.size), n_b=int(vb.size),
-                    median_a=float(np.median(va)) if va.size else math.nan,
-                    median_b=float(np.median(vb)) if vb.size else math.nan,
-                    u_statistic=u, p_value=pv, alternative="less",
-                    n_nan_a=len(groups[a]) - int(va.size), n_nan_b=len(groups[b]) - int(vb.size),
-                ))  # fmt: skip
+                table.append(
+                    dict(
+                        metric=metric,
+                        organ=organ,
+                        group_a=a,
+                        group_b=b,
+                        n_a=int(va.size),
+                        n_b=int(vb.size),
+                        median_a=float(np.median(va)) if va.size else math.nan,
+                        median_b=float(np.median(vb)) if vb.size else math.nan,
+                        u_statistic=u,
+                        p_value=pv,
+                        alternative="less",
+                        n_nan_a=len(groups[a]) - int(va.size),
+                        n_nan_b=len(groups[b]) - int(vb.size),
+                    )
+                )
     return table, values
 
 
@@ -127,7 +148,12 @@ def _write_comparison_files(table, values, metric: str, out: Path) -> list[Path]
     written = [write_csv(table, out / f"mannwhitney_{_safe(metric)}.csv", columns=COMPARE_COLUMNS, overwrite=overwrite)]
     for organ, groups in values.items():
         written.append(
-            plot_violins(groups, out / f"violin_{_safe(metric)}_{_safe(organ)}.png", metric=metric,
-                         title=f"{metric} — {organ}", overwrite=overwrite)
-        )  # fmt: skip
+            plot_violins(
+                groups,
+                out / f"violin_{_safe(metric)}_{_safe(organ)}.png",
+                metric=metric,
+                title=f"{metric} — {organ}",
+                overwrite=overwrite,
+            )
+        )
     return written

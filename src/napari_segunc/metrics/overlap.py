@@ -41,8 +41,15 @@ from scipy import ndimage
 from ..errors import GeometryMismatch, InvalidInput
 from .volume import Result, voxel_volume_ml
 
-__all__ = ["SurfaceDistances", "consensus_dice", "curvas_dice", "dice", "surface", "surface_distances",
-           "surface_distances_many"]  # fmt: skip
+__all__ = [
+    "SurfaceDistances",
+    "consensus_dice",
+    "curvas_dice",
+    "dice",
+    "surface",
+    "surface_distances",
+    "surface_distances_many",
+]
 
 
 class SurfaceDistances(NamedTuple):
@@ -128,9 +135,13 @@ def _surface_numba(m):  # pragma: no cover - compiled
                 if z == 0 or y == 0 or x == 0 or z == nz - 1 or y == ny - 1 or x == nx - 1:
                     out[z, y, x] = True
                 elif not (
-                    m[z - 1, y, x] and m[z + 1, y, x] and m[z, y - 1, x] and m[z, y + 1, x] and m[z, y, x - 1]
+                    m[z - 1, y, x]
+                    and m[z + 1, y, x]
+                    and m[z, y - 1, x]
+                    and m[z, y + 1, x]
+                    and m[z, y, x - 1]
                     and m[z, y, x + 1]
-                ):  # fmt: skip
+                ):
                     out[z, y, x] = True
     return out
 

@@ -72,20 +72,26 @@ def evaluate_files(
         pm = read_probabilities(files.probabilities, reference=reference, trust_pickle=trust_pickle)
         probabilities = pm.data
     else:
-        from ..uncertainty.ensemble import EnsembleAccumulator
+        from ..progress import run_job
+        from ..uncertainty.pipeline import MemberSpec, accumulate, file_members
 
-        acc = EnsembleAccumulator(class_variance=False)
-        for path in files.members:
-            pm = read_probabilities(path, reference=reference, trust_pickle=trust_pickle)
-            acc.add(pm.data, name=path, grid=pm.grid)
-            del pm
+        specs = [MemberSpec(path, path) for path in files.members]
+        members = file_members(specs, reference=reference, trust_pickle=trust_pickle)
+        acc, _grid, _labels = run_job(accumulate(members, class_variance=False))
         ensemble = acc.result(consume=True)
         probabilities = ensemble.mean_probabilities
     names = list(rater_names) if rater_names else _rater_names(files.raters)
     return evaluate_case(
-        probabilities, [r.data for r in raters], spacing=reference.spacing, labels=labels, mode=mode,
-        image=image.data if image is not None else None, ensemble=ensemble, rater_names=names, case=files.case,
-    )  # fmt: skip
+        probabilities,
+        [r.data for r in raters],
+        spacing=reference.spacing,
+        labels=labels,
+        mode=mode,
+        image=image.data if image is not None else None,
+        ensemble=ensemble,
+        rater_names=names,
+        case=files.case,
+    )
 
 
 def _rater_names(paths: Sequence[str]) -> list[str]:

@@ -62,8 +62,16 @@ def draw_reliability(fig: Any, calibration: Any, *, title: str = "") -> None:
     width = np.diff(edges)
     ok = count > 0
     top.bar(edges[:-1][ok], acc[ok], width=width[ok], align="edge", color="#4c72b0", label="accuracy")
-    top.bar(edges[:-1][ok], (conf - acc)[ok], bottom=acc[ok], width=width[ok], align="edge", color="#dd8452",
-            alpha=0.55, label="gap to confidence")  # fmt: skip
+    top.bar(
+        edges[:-1][ok],
+        (conf - acc)[ok],
+        bottom=acc[ok],
+        width=width[ok],
+        align="edge",
+        color="#dd8452",
+        alpha=0.55,
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], color="black", lw=1, ls="--", label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy (fraction of raters agreeing with the prediction)")

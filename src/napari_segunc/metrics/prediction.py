@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
+from ._kernels import argmax
 from .compare import AGGREGATES
-from .suite import CaseEvaluation, Mode, _argmax, evaluate_case, prepare_probabilities
+from .suite import CaseEvaluation, Mode, evaluate_case, prepare_probabilities
 
 __all__ = [
     "MAIN_METRICS",
@@ -44,9 +45,26 @@ NO_PROBABILITIES = "needs the class probabilities; only a segmentation was given
 
 #: Column order of `organ_table` (metrics the suite adds later go after these, in the suite's order).
 MAIN_METRICS = (
-    "dice_consensus", "dice", "hd95", "hd100", "assd", "crps_volume", "confidence", "ece_organ", "mce_organ", "ncc",
-    "mean_entropy", "mean_expected_entropy", "mean_mutual_information", "ece", "mce", "ace", "auroc", "aurc", "eaurc",
-)  # fmt: skip
+    "dice_consensus",
+    "dice",
+    "hd95",
+    "hd100",
+    "assd",
+    "crps_volume",
+    "confidence",
+    "ece_organ",
+    "mce_organ",
+    "ncc",
+    "mean_entropy",
+    "mean_expected_entropy",
+    "mean_mutual_information",
+    "ece",
+    "mce",
+    "ace",
+    "auroc",
+    "aurc",
+    "eaurc",
+)
 
 
 @dataclasses.dataclass
@@ -171,14 +189,24 @@ def evaluate_prediction(
         if not organs:
             raise InvalidInput("The segmentation and the raters hold no organ label (every voxel is 0).")
         values = sorted(int(v) for v in organs.values() if int(v) != 0)
-        result = evaluate_case(one_hot(seg, values), raters, spacing=spacing, labels=organs, mode=mode, image=image,
-                               rater_names=names, case=case)  # fmt: skip
+        result = evaluate_case(
+            one_hot(seg, values),
+            raters,
+            spacing=spacing,
+            labels=organs,
+            mode=mode,
+            image=image,
+            rater_names=names,
+            case=case,
+        )
         for row in result.rows:
             if row["metric"] not in SEGMENTATION_METRICS:
                 row["value"], row["reason"] = math.nan, NO_PROBABILITIES
         result.calibration = result.risk_coverage = None
-        notes.append("Segmentation only: overlap, surface and volume metrics; the calibration and uncertainty "
-                     "metrics need class probabilities.")  # fmt: skip
+        notes.append(
+            "Segmentation only: overlap, surface and volume metrics; the calibration and uncertainty "
+            "metrics need class probabilities."
+        )
         return PredictionEvaluation(result, organs, False, tuple(notes))
 
     p = np.asarray(probabilities)
@@ -190,12 +218,15 @@ def evaluate_prediction(
     organs = dict(labels) if labels else {f"label {i}": i for i in range(1, p.shape[0])}
     values = sorted(int(v) for v in organs.values() if int(v) != 0)
     p = prepare_probabilities(p, len(values))
-    differ = int(np.count_nonzero(_argmax(p) != _lut(values, int(seg.max(initial=0)))[seg]))
+    differ = int(np.count_nonzero(argmax(p) != _lut(values, int(seg.max(initial=0)))[seg]))
     if differ:
-        notes.append(f"The segmentation differs from the argmax of the probabilities at {differ} voxel(s); the "
-                     "metrics use the argmax.")  # fmt: skip
-    result = evaluate_case(p, raters, spacing=spacing, labels=labels, mode=mode, image=image, rater_names=names,
-                           case=case)  # fmt: skip
+        notes.append(
+            f"The segmentation differs from the argmax of the probabilities at {differ} voxel(s); the "
+            "metrics use the argmax."
+        )
+    result = evaluate_case(
+        p, raters, spacing=spacing, labels=labels, mode=mode, image=image, rater_names=names, case=case
+    )
     return PredictionEvaluation(result, organs, True, tuple(notes))
 
 

@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
-from ..uncertainty._checks import _check_map
+from ..uncertainty.checks import check_map
 from ..uncertainty.raters import RaterVotes, rater_votes
 from ..volume import Volume
-from .volume import Result, _check_probability, _check_roi
+from .volume import Result, check_probability, check_roi
 
 __all__ = ["ENTROPY_MAPS", "Result", "confidence", "entropy_summaries", "ncc", "rater_variance_ncc"]
 
@@ -101,10 +101,10 @@ def confidence(
     GeometryMismatch
         The map, the raters or the ROI on different grids.
     """
-    p = _check_probability(probability_map)
+    p = check_probability(probability_map)
     n, k = _organ_votes(raters, label)
     _same_shape(p, n.shape, "probability map")
-    r = _check_roi(roi, p.shape, "probability map")
+    r = check_roi(roi, p.shape, "probability map")
     inside = (lambda m: m & r) if r is not None else (lambda m: m)
     consensus, background = inside(n == k), inside(n == 0)
     missing = []
@@ -194,11 +194,11 @@ def ncc(
     GeometryMismatch
         The maps or the ROI of different shapes.
     """
-    x = _check_map(a.data if isinstance(a, Volume) else a)
-    y = _check_map(b.data if isinstance(b, Volume) else b)
+    x = check_map(a.data if isinstance(a, Volume) else a)
+    y = check_map(b.data if isinstance(b, Volume) else b)
     if x.shape != y.shape:
         raise GeometryMismatch(f"The two maps have shapes {x.shape} and {y.shape} (z, y, x); they must match.")
-    r = _check_roi(roi, x.shape, "maps")
+    r = check_roi(roi, x.shape, "maps")
 
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for s in _slabs(x.shape):
@@ -243,10 +243,10 @@ def rater_variance_ncc(
     InvalidInput, GeometryMismatch
         As `ncc` and `rater_votes`.
     """
-    u = _check_map(uncertainty_map.data if isinstance(uncertainty_map, Volume) else uncertainty_map)
+    u = check_map(uncertainty_map.data if isinstance(uncertainty_map, Volume) else uncertainty_map)
     n, k = _organ_votes(raters, label)
     _same_shape(u, n.shape, "uncertainty map")
-    r = _check_roi(roi, u.shape, "uncertainty map")
+    r = check_roi(roi, u.shape, "uncertainty map")
     fraction = np.arange(k + 1, dtype=np.float64) / k
     variance_lut = fraction * (1.0 - fraction)  # p̄(1 − p̄) of every possible vote count
 
@@ -302,14 +302,14 @@ def entropy_summaries(
         Maps, segmentation or ROI of different shapes.
     """
     arrays = {name: _get(maps, name) for name in ENTROPY_MAPS}
-    arrays = {name: None if a is None else _check_map(a) for name, a in arrays.items()}
+    arrays = {name: None if a is None else check_map(a) for name, a in arrays.items()}
     shapes = {a.shape for a in arrays.values() if a is not None}
     if not shapes:
         raise InvalidInput(f"None of the maps {', '.join(ENTROPY_MAPS)} was given; run the ensemble first.")
     if len(shapes) > 1:
         raise GeometryMismatch(f"The entropy maps have different shapes {sorted(shapes)}; they must match.")
     shape = shapes.pop()
-    r = _check_roi(roi, shape, "entropy maps")
+    r = check_roi(roi, shape, "entropy maps")
     regions: dict[str, tuple[np.ndarray | None, str | None]] = {"roi": (r, None)}
     if organ is not None:
         seg = _get(maps, "segmentation")

@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
-from ..uncertainty.raters import RaterVotes, _label_arrays
+from ..uncertainty.raters import RaterVotes, rater_arrays
 from ..volume import Volume
 
 __all__ = [
@@ -200,7 +200,7 @@ def _check_spacing(spacing: Sequence[float], *items: Any) -> float:
     return ml
 
 
-def _check_probability(probability_map: Volume | np.ndarray, what: str = "probability map") -> np.ndarray:
+def check_probability(probability_map: Volume | np.ndarray, what: str = "probability map") -> np.ndarray:
     """Validated (Z, Y, X) probability array (float or 0/1 integers; NaN, ±inf and values off [0, 1] refused)."""
     p = probability_map.data if isinstance(probability_map, Volume) else np.asarray(probability_map)
     if p.ndim != 3:
@@ -220,7 +220,8 @@ def _check_probability(probability_map: Volume | np.ndarray, what: str = "probab
     return p
 
 
-def _check_roi(roi: Any, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+def check_roi(roi: Any, shape: tuple[int, ...], what: str) -> np.ndarray | None:
+    """A boolean region of interest of `shape` (None stays None); `what` names it in the messages."""
     if roi is None:
         return None
     r = roi.data if isinstance(roi, Volume) else np.asarray(roi)
@@ -257,10 +258,10 @@ def predicted_volume(
     float
         Volume in ml (or voxels), summed in float64.
     """
-    p = _check_probability(probability_map)
+    p = check_probability(probability_map)
     ml = _check_spacing(spacing, probability_map)  # checked in voxel units too: a wrong grid is still wrong
     scale = ml if VolumeUnit(unit) is VolumeUnit.ML else 1.0
-    r = _check_roi(roi, p.shape, "probability map")
+    r = check_roi(roi, p.shape, "probability map")
     return float(np.sum(p[r] if r is not None else p, dtype=np.float64)) * scale
 
 
@@ -301,7 +302,7 @@ def rater_volumes(
     arrays = _rater_arrays(raters)
     ml = _check_spacing(spacing, *_as_list(raters))
     scale = ml if VolumeUnit(unit) is VolumeUnit.ML else 1.0
-    r = _check_roi(roi, arrays[0].shape, "raters' label maps")
+    r = check_roi(roi, arrays[0].shape, "raters' label maps")
     counts = [np.count_nonzero((a == label) & r if r is not None else a == label) for a in arrays]
     return np.asarray(counts, dtype=np.float64) * scale
 
@@ -315,7 +316,7 @@ def _as_list(raters: Any) -> list:
 def _rater_arrays(raters: Any) -> list[np.ndarray]:
     if isinstance(raters, RaterVotes):
         raise InvalidInput("Per-rater volumes need the raters' label maps, not their pooled votes.")
-    return _label_arrays(_as_list(raters), None)[0]
+    return rater_arrays(_as_list(raters), None)[0]
 
 
 def volume_crps(
@@ -359,7 +360,7 @@ def volume_crps(
         As `predicted_volume` and `rater_volumes`; the map and the raters on different grids.
     """
     mode, unit = CRPSMode(mode), VolumeUnit(unit)
-    p = _check_probability(probability_map)
+    p = check_probability(probability_map)
     arrays = _rater_arrays(raters)
     if arrays[0].shape != p.shape:
         raise GeometryMismatch(
@@ -368,7 +369,7 @@ def volume_crps(
         )
     ml = _check_spacing(spacing, probability_map, *_as_list(raters))
     scale = ml if unit is VolumeUnit.ML else 1.0
-    r = _check_roi(roi, p.shape, "probability map")
+    r = check_roi(roi, p.shape, "probability map")
     vols = np.asarray([np.count_nonzero((a == label) & r if r is not None else a == label) for a in arrays]) * scale
     v = float(np.sum(p[r] if r is not None else p, dtype=np.float64)) * scale
     crps = crps_curvas(v, vols) if mode is CRPSMode.CURVAS else crps_gaussian(v, vols)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidInput
+from ..organs import NO_ENLARGEMENT, ORGAN_ALIASES, canonical_organ_name
 
 __all__ = [
     "FORMAT",
@@ -48,27 +49,6 @@ class Strategy(str, enum.Enum):
     B = "B"
     C = "C"
     D = "D"
-
-
-#: Organs never enlarged by strategy D (thin or small structures a larger box would leak from).
-NO_ENLARGEMENT: frozenset[str] = frozenset({"aorta", "inferior_vena_cava", "adrenal_gland_left", "adrenal_gland_right"})
-
-#: AMOS22 abbreviations (and a few synonyms) → the plain names used here.
-ORGAN_ALIASES: dict[str, str] = {
-    "spl": "spleen", "rki": "kidney_right", "lki": "kidney_left", "gbl": "gallbladder", "eso": "esophagus",
-    "liv": "liver", "sto": "stomach", "aor": "aorta", "ivc": "inferior_vena_cava", "postcava": "inferior_vena_cava",
-    "pan": "pancreas", "rag": "adrenal_gland_right", "lag": "adrenal_gland_left", "duo": "duodenum",
-    "bla": "urinary_bladder", "pro": "prostate_uterus", "ute": "prostate_uterus", "pro/ute": "prostate_uterus",
-}  # fmt: skip
-
-
-def canonical_organ_name(name: str) -> str:
-    """Plain lower-case organ name: ``"AOR"`` → ``"aorta"``, ``"Inferior vena cava"`` → ``"inferior_vena_cava"``.
-
-    Case, surrounding spaces, inner spaces and hyphens (→ ``_``) do not matter; unknown names come back normalised.
-    """
-    key = "_".join(str(name).strip().lower().replace("-", " ").split())
-    return ORGAN_ALIASES.get(key, key)
 
 
 def _index(value: Any, what: str) -> int:
@@ -147,19 +127,24 @@ class OrganPrompt:
         if self.label < 1:
             raise InvalidInput(f"{who} needs a label value of 1 or more (0 is the background).")
         if not 0 <= self.z_min <= self.z_max:
-            raise InvalidInput(f"{who} has the slice range {self.z_min}..{self.z_max}; it must start at 0 or more "
-                               "and not end before it starts.")  # fmt: skip
+            raise InvalidInput(
+                f"{who} has the slice range {self.z_min}..{self.z_max}; it must start at 0 or more "
+                "and not end before it starts."
+            )
         if not boxes:
             raise InvalidInput(f"{who} has no box; give it at least one.")
         for b in boxes:
             if not isinstance(b, Box):
                 raise InvalidInput(f"{who} holds {b!r}, which is not a Box.")
             if not self.z_min <= b.z <= self.z_max:
-                raise InvalidInput(f"{who} has a box on slice {b.z}, outside its slice range "
-                                   f"{self.z_min}..{self.z_max}.")  # fmt: skip
+                raise InvalidInput(
+                    f"{who} has a box on slice {b.z}, outside its slice range {self.z_min}..{self.z_max}."
+                )
             if min(b.x_min, b.y_min) < 0 or b.x_min > b.x_max or b.y_min > b.y_max:
-                raise InvalidInput(f"{who} has the box {b.as_xyxy()} on slice {b.z}; a box is [x_min, y_min, "
-                                   "x_max, y_max] with 0 <= x_min <= x_max and 0 <= y_min <= y_max.")  # fmt: skip
+                raise InvalidInput(
+                    f"{who} has the box {b.as_xyxy()} on slice {b.z}; a box is [x_min, y_min, "
+                    "x_max, y_max] with 0 <= x_min <= x_max and 0 <= y_min <= y_max."
+                )
         if len({b.z for b in boxes}) != len(boxes):
             zs = [b.z for b in boxes]
             dup = sorted({z for z in zs if zs.count(z) > 1})
@@ -186,7 +171,8 @@ class OrganPrompt:
         return None
 
 
-def _shape(shape: Any) -> tuple[int, int, int]:
+def grid_shape(shape: Any) -> tuple[int, int, int]:
+    """Three positive whole voxel counts (z, y, x), or `InvalidInput`."""
     try:
         out = tuple(_index(n, "A grid size (voxels)") for n in shape)
     except TypeError:
@@ -225,7 +211,7 @@ class PromptSet:
     missing: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", _shape(self.shape))
+        object.__setattr__(self, "shape", grid_shape(self.shape))
         object.__setattr__(self, "organs", tuple(self.organs))
         object.__setattr__(self, "missing", tuple(str(m) for m in self.missing))
         object.__setattr__(self, "source", str(self.source))
@@ -240,14 +226,17 @@ class PromptSet:
                 raise InvalidInput(f"A prompt set holds organ prompts, not {organ!r}.")
             name = canonical_organ_name(organ.name)
             if organ.label in labels or name in names:
-                raise InvalidInput(f"Two organ prompts share the label {organ.label} or the name '{organ.name}'; "
-                                   "each organ must appear once.")  # fmt: skip
+                raise InvalidInput(
+                    f"Two organ prompts share the label {organ.label} or the name '{organ.name}'; "
+                    "each organ must appear once."
+                )
             labels.add(organ.label)
             names.add(name)
             problem = organ.outside(self.shape)
             if problem:
-                raise InvalidInput(f"The prompt for '{organ.name}' does not fit its own {_size(self.shape)} image: "
-                                   f"{problem}.")  # fmt: skip
+                raise InvalidInput(
+                    f"The prompt for '{organ.name}' does not fit its own {_size(self.shape)} image: {problem}."
+                )
 
     def organ(self, name_or_label: str | int) -> OrganPrompt:
         """The prompt of an organ, by label value or by name (aliases and case accepted)."""
@@ -281,7 +270,7 @@ class PromptSet:
             Naming the first organ that does not fit and both grid sizes. A different grid that still holds every
             box is accepted with a logged warning.
         """
-        shape = _shape(shape)
+        shape = grid_shape(shape)
         if shape == self.shape:
             return
         for organ in self.organs:
@@ -303,11 +292,17 @@ class PromptSet:
             "source": self.source,
             "missing": list(self.missing),
             "organs": [
-                {"label": o.label, "name": o.name, "z_min": o.z_min, "z_max": o.z_max, "enlargeable": o.enlargeable,
-                 "boxes": [{"z": b.z, "box": b.as_xyxy()} for b in o.boxes]}
+                {
+                    "label": o.label,
+                    "name": o.name,
+                    "z_min": o.z_min,
+                    "z_max": o.z_max,
+                    "enlargeable": o.enlargeable,
+                    "boxes": [{"z": b.z, "box": b.as_xyxy()} for b in o.boxes],
+                }
                 for o in self.organs
             ],
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, source_file: str | None = None) -> PromptSet:
@@ -354,6 +349,9 @@ def _from_dict(cls: type[PromptSet], d: Any) -> PromptSet:
             if not isinstance(b["box"], list) or len(b["box"]) != 4:
                 raise InvalidInput(f"{who}: a box is [x_min, y_min, x_max, y_max], got {b['box']!r}.")
             boxes.append(Box(b["z"], *b["box"]))
-        organs.append(OrganPrompt(o["label"], o["name"], o["z_min"], o["z_max"], tuple(boxes),
-                                  enlargeable=o.get("enlargeable", True)))  # fmt: skip
+        organs.append(
+            OrganPrompt(
+                o["label"], o["name"], o["z_min"], o["z_max"], tuple(boxes), enlargeable=o.get("enlargeable", True)
+            )
+        )
     return cls(d["shape_zyx"], tuple(organs), d.get("strategy"), d.get("source", ""), tuple(d.get("missing", [])))

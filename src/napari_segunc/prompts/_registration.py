@@ -175,9 +175,12 @@ def _affine(fixed: Any, moving: Any, options: RegistrationOptions) -> Any:
         affine.SetTranslation((tx, ty, tz + dz))
     reg = _method(options)
     reg.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=options.iterations, relaxationFactor=0.5,
+        learningRate=2.0,
+        minStep=1e-3,
+        numberOfIterations=options.iterations,
+        relaxationFactor=0.5,
         gradientMagnitudeTolerance=1e-6,
-    )  # fmt: skip
+    )
     reg.SetOptimizerScalesFromPhysicalShift()
     reg.SetInitialTransform(affine, inPlace=True)
     reg.SetShrinkFactorsPerLevel([4, 2, 1])
@@ -196,10 +199,12 @@ def _bspline(fixed: Any, moving: Any, affine: Any, options: RegistrationOptions)
     bspline = sitk.BSplineTransformInitializer(fixed, mesh, order=3)
     reg = _method(options, fraction=0.05)
     reg.SetOptimizerAsLBFGSB(
-        gradientConvergenceTolerance=1e-5, numberOfIterations=options.deformable_iterations,
-        maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=2 * options.deformable_iterations,
+        gradientConvergenceTolerance=1e-5,
+        numberOfIterations=options.deformable_iterations,
+        maximumNumberOfCorrections=5,
+        maximumNumberOfFunctionEvaluations=2 * options.deformable_iterations,
         costFunctionConvergenceFactor=1e7,
-    )  # fmt: skip
+    )
     reg.SetMovingInitialTransform(affine)
     reg.SetInitialTransform(bspline, inPlace=True)
     reg.SetShrinkFactorsPerLevel([4, 2])

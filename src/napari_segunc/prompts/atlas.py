@@ -27,6 +27,9 @@ it). Score maps are summed in atlas order, so a parallel run gives exactly the s
 `InvalidInput` is raised.
 
 Memory: the score maps take ``4 × voxels × organs`` bytes (a 512×512×300 CT with 15 organs: 4.7 GB).
+
+One responsibility, atlas scores → thresholds → boxes; kept in one module past 400 lines (the registration itself is
+`napari_segunc.prompts._registration`).
 """
 
 from __future__ import annotations
@@ -67,10 +70,22 @@ log = logging.getLogger(__name__)
 
 #: Seed 004 Table 2.3 (AMOS22 organs), keyed by plain organ names; a voxel is kept when its score is above.
 DEFAULT_THRESHOLDS: dict[str, float] = {
-    "spleen": 0.6, "kidney_right": 0.6, "kidney_left": 0.4, "gallbladder": 0.3, "esophagus": 0.2, "liver": 0.2,
-    "stomach": 0.6, "aorta": 0.3, "inferior_vena_cava": 0.3, "pancreas": 0.4, "adrenal_gland_right": 0.1,
-    "adrenal_gland_left": 0.1, "duodenum": 0.3, "urinary_bladder": 0.7, "prostate_uterus": 0.1,
-}  # fmt: skip
+    "spleen": 0.6,
+    "kidney_right": 0.6,
+    "kidney_left": 0.4,
+    "gallbladder": 0.3,
+    "esophagus": 0.2,
+    "liver": 0.2,
+    "stomach": 0.6,
+    "aorta": 0.3,
+    "inferior_vena_cava": 0.3,
+    "pancreas": 0.4,
+    "adrenal_gland_right": 0.1,
+    "adrenal_gland_left": 0.1,
+    "duodenum": 0.3,
+    "urinary_bladder": 0.7,
+    "prostate_uterus": 0.1,
+}
 
 #: Threshold of an organ absent from `DEFAULT_THRESHOLDS` and not given by the user: a strict majority of atlases.
 FALLBACK_THRESHOLD = 0.5
@@ -142,8 +157,9 @@ def atlas_thresholds(
     for key, value in (overrides or {}).items():
         canon = canonical_organ_name(key)
         if canon not in by_canon:
-            raise InvalidInput(f"A threshold is given for '{key}', which is not one of the organs "
-                               f"({', '.join(names)}).")  # fmt: skip
+            raise InvalidInput(
+                f"A threshold is given for '{key}', which is not one of the organs ({', '.join(names)})."
+            )
         user[canon] = _threshold(value, key)
     out = {}
     for name in names:
@@ -153,8 +169,10 @@ def atlas_thresholds(
         elif canon in DEFAULT_THRESHOLDS:
             out[name] = DEFAULT_THRESHOLDS[canon]
         elif fallback is None:
-            raise InvalidInput(f"Organ '{name}' has no default atlas threshold (seed 004 Table 2.3 covers the "
-                               f"AMOS22 organs); give one, e.g. --thresholds {name}=0.5.")  # fmt: skip
+            raise InvalidInput(
+                f"Organ '{name}' has no default atlas threshold (seed 004 Table 2.3 covers the "
+                f"AMOS22 organs); give one, e.g. --thresholds {name}=0.5."
+            )
         else:
             out[name] = _threshold(fallback, name)
             log.warning("organ %s has no atlas threshold in seed 004 Table 2.3: using %g", name, fallback)
@@ -167,8 +185,10 @@ def _threshold(value: Any, name: str) -> float:
     except (TypeError, ValueError):
         t = math.nan
     if isinstance(value, bool) or not 0.0 <= t < 1.0:
-        raise InvalidInput(f"The threshold of '{name}' must be a number from 0 up to (not including) 1, the "
-                           f"fraction of atlases that must agree; got {value!r}.")  # fmt: skip
+        raise InvalidInput(
+            f"The threshold of '{name}' must be a number from 0 up to (not including) 1, the "
+            f"fraction of atlases that must agree; got {value!r}."
+        )
     return t
 
 
@@ -266,9 +286,13 @@ def atlas_prompts_job(
     if threads is None:  # share the cores among the workers; a remote scheduler's machines are unknown: 1
         threads = 1 if scheduler is not None else max(1, (os.cpu_count() or 1) // max(1, parallel))
     options = RegistrationOptions(
-        refine=Refinement(refine), warp=WarpMode(warp), max_voxels=int(max_voxels), seed=int(seed),
-        threads=int(threads), z_search=bool(z_search),
-    )  # fmt: skip
+        refine=Refinement(refine),
+        warp=WarpMode(warp),
+        max_voxels=int(max_voxels),
+        seed=int(seed),
+        threads=int(threads),
+        z_search=bool(z_search),
+    )
     target = target if isinstance(target, Volume) else read_volume(target, kind="intensity")
     return _job(target, items, labels, resolved, strategy, options, workers, scheduler)
 
@@ -363,8 +387,9 @@ def parse_thresholds(text: str | None) -> dict[str, float] | None:
                 raise ValueError(item)
             out[name] = float(value)
         except ValueError:
-            raise InvalidInput(f"--thresholds expects name=value pairs separated by commas (spleen=0.5,LKI=0.3), "
-                               f"got '{item}'.") from None  # fmt: skip
+            raise InvalidInput(
+                f"--thresholds expects name=value pairs separated by commas (spleen=0.5,LKI=0.3), got '{item}'."
+            ) from None
     return out
 
 

@@ -29,6 +29,8 @@ it), ``strategy`` one of ``"A"``…``"D"`` or ``null``, ``source`` free text say
 ``missing`` (optional) organs that were asked for but not found. Per organ: label value (>= 1), name, the slice
 range propagated over (inclusive), ``enlargeable`` (optional, default true) and at least one box, one per slice at
 most, each inside ``z_min..z_max``, with ``0 <= x_min <= x_max`` and ``0 <= y_min <= y_max``.
+
+One responsibility, where boxes go and how ``boxes.json`` stores them; kept in one module past 400 lines.
 """
 
 from __future__ import annotations
@@ -43,7 +45,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInput
-from ._model import NO_ENLARGEMENT, ORGAN_ALIASES, Box, OrganPrompt, PromptSet, Strategy, _shape, canonical_organ_name
+from ._model import (
+    NO_ENLARGEMENT,
+    ORGAN_ALIASES,
+    Box,
+    OrganPrompt,
+    PromptSet,
+    Strategy,
+    canonical_organ_name,
+    grid_shape,
+)
 
 __all__ = [
     "NO_ENLARGEMENT",
@@ -211,8 +222,9 @@ def prompts_from_mask(
     enlarge = _enlarge_flag(strategy, enlarge)
     label_map = np.asarray(label_map)
     if label_map.ndim != 3 or label_map.dtype.kind not in "iub":
-        raise InvalidInput(f"A label map must be a 3D (z, y, x) integer array; got {label_map.dtype} "
-                           f"of shape {label_map.shape}.")  # fmt: skip
+        raise InvalidInput(
+            f"A label map must be a 3D (z, y, x) integer array; got {label_map.dtype} of shape {label_map.shape}."
+        )
     if label_map.dtype.kind == "b":
         label_map = label_map.astype(np.uint8)
     if labels is None:
@@ -226,14 +238,21 @@ def prompts_from_mask(
         if crop is not None:
             offset = tuple(s.start for s in crop)
             enlargeable = _enlargeable(name, no_enlargement)
-            prompt = _prompt(label_map[crop] == value, offset, label=int(value), name=name, strategy=strategy,
-                             enlargeable=enlargeable)  # fmt: skip
+            prompt = _prompt(
+                label_map[crop] == value,
+                offset,
+                label=int(value),
+                name=name,
+                strategy=strategy,
+                enlargeable=enlargeable,
+            )
         if prompt is None:
             missing.append(name)
         else:
             organs.append(prompt)
-    return _finish(label_map.shape, organs, missing, strategy=strategy, enlarge=enlarge, source=source,
-                   what="label map")  # fmt: skip
+    return _finish(
+        label_map.shape, organs, missing, strategy=strategy, enlarge=enlarge, source=source, what="label map"
+    )
 
 
 def prompts_from_scores(
@@ -271,12 +290,15 @@ def prompts_from_scores(
             raise InvalidInput(f"Organ '{name}' needs both a score map and a threshold.")
         scores = np.asarray(score_maps[name])
         if scores.ndim != 3 or (shape is not None and scores.shape != shape):
-            raise InvalidInput(f"The score map of '{name}' has shape {scores.shape}; all score maps must be 3D "
-                               f"(z, y, x) arrays of one shape{f' ({shape})' if shape else ''}.")  # fmt: skip
+            raise InvalidInput(
+                f"The score map of '{name}' has shape {scores.shape}; all score maps must be 3D "
+                f"(z, y, x) arrays of one shape{f' ({shape})' if shape else ''}."
+            )
         shape = scores.shape
         mask = scores > float(thresholds[name])
-        prompt = organ_prompt_from_mask(mask, label=int(value), name=name, strategy=strategy,
-                                        enlargeable=_enlargeable(name, no_enlargement))  # fmt: skip
+        prompt = organ_prompt_from_mask(
+            mask, label=int(value), name=name, strategy=strategy, enlargeable=_enlargeable(name, no_enlargement)
+        )
         (missing.append(name) if prompt is None else organs.append(prompt))
     if shape is None:
         raise InvalidInput("No organ to prompt: the labels are empty.")
@@ -308,7 +330,7 @@ def enlarge_prompt(
     grows by ``d = (height_factor - 1) / 2 * (z_max - z_min)`` on each side: ``floor(z_min - d)``,
     ``ceil(z_max + d)``. Everything is clipped to the grid. A prompt with ``enlargeable=False`` comes back unchanged.
     """
-    shape = _shape(shape)
+    shape = grid_shape(shape)
     if not (math.isfinite(area_factor) and math.isfinite(height_factor)) or min(area_factor, height_factor) < 1:
         raise InvalidInput(f"Enlargement factors must be 1 or more, got area {area_factor}, height {height_factor}.")
     problem = prompt.outside(shape)
@@ -340,10 +362,11 @@ def enlarge_prompts(
     """
     skip = NO_ENLARGEMENT if no_enlargement is None else no_enlargement
     organs = tuple(
-        o if not _enlargeable(o.name, skip)
+        o
+        if not _enlargeable(o.name, skip)
         else enlarge_prompt(o, prompts.shape, area_factor=area_factor, height_factor=height_factor)
         for o in prompts.organs
-    )  # fmt: skip
+    )
     strategy = Strategy.D if prompts.strategy is Strategy.C else prompts.strategy
     return PromptSet(prompts.shape, organs, strategy, prompts.source, prompts.missing)
 

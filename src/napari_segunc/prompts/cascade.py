@@ -239,8 +239,9 @@ class MedSAM2Session:
                 if organ.label not in present:
                     log.warning("MedSAM2 lost %s in the first pass; the second pass reuses its prompts", organ.name)
                     second = second.replace(organ)
-            second = PromptSet(second.shape, tuple(second.organ(o.label) for o in prompts.organs), Strategy.C,
-                               "cascade pass 1")  # fmt: skip
+            second = PromptSet(
+                second.shape, tuple(second.organ(o.label) for o in prompts.organs), Strategy.C, "cascade pass 1"
+            )
             if strategy is Strategy.D:
                 kw = {} if no_enlargement is None else {"no_enlargement": frozenset(no_enlargement)}
                 second = enlarge_prompts(second, **kw)

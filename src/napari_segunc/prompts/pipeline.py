@@ -115,13 +115,18 @@ def _write_medsam2_files(result: CascadeResult, grid, out: Path, *, timings: dic
     written = {
         "segmentation": write_volume(
             grid.with_data(fused.segmentation, kind=VolumeKind.LABELS, name="medsam2 segmentation"),
-            out / "segmentation.nii.gz", overwrite=overwrite,
+            out / "segmentation.nii.gz",
+            overwrite=overwrite,
         ),
-        "probabilities": write_probabilities(fused.probabilities, grid, out / "probabilities.nii.gz",
-                                             overwrite=overwrite),
-        "entropy": write_volume(grid.with_data(fused.entropy, kind=VolumeKind.FLOAT_MAP, name="medsam2 entropy"),
-                                out / "entropy.nii.gz", overwrite=overwrite),
-    }  # fmt: skip
+        "probabilities": write_probabilities(
+            fused.probabilities, grid, out / "probabilities.nii.gz", overwrite=overwrite
+        ),
+        "entropy": write_volume(
+            grid.with_data(fused.entropy, kind=VolumeKind.FLOAT_MAP, name="medsam2 entropy"),
+            out / "entropy.nii.gz",
+            overwrite=overwrite,
+        ),
+    }
     prompts = result.prompts_dict()
     prompts["channels"] = {"background": 0, **{o.name: o.label for o in result.final.prompts.organs}}
     for name, payload in (("prompts", prompts), ("timings", timings or {})):

@@ -25,8 +25,18 @@ from ..io.writers import write_csv, write_volume
 from ..progress import Progress
 from ..volume import FileFormat, Volume, VolumeKind
 
-__all__ = ["LABELS", "METRICS", "PROMPTS", "REPORT", "CaseExport", "describe", "map_key", "plan_case_files",
-           "safe_name", "write_case_files"]  # fmt: skip
+__all__ = [
+    "LABELS",
+    "METRICS",
+    "PROMPTS",
+    "REPORT",
+    "CaseExport",
+    "describe",
+    "map_key",
+    "plan_case_files",
+    "safe_name",
+    "write_case_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +106,10 @@ class CaseExport:
             if tuple(np.shape(data)) != shape:
                 raise GeometryMismatch(f"The map '{name}' has shape {np.shape(data)} but the image {shape}.")
         if (self.write_labels or self.write_report) and self.labels is None:
-            raise InvalidInput("There is no label map to export: accept a result into the working annotation, or "
-                               "choose a labels layer.")  # fmt: skip
+            raise InvalidInput(
+                "There is no label map to export: accept a result into the working annotation, or "
+                "choose a labels layer."
+            )
 
     @property
     def labels_suffix(self) -> str:
@@ -176,10 +188,15 @@ def _writer(export: CaseExport, key: str):
 
         shown = export.report_map if export.report_map in export.maps else next(iter(export.maps), None)
         return lambda path: write_case_report(
-            path, image, export.labels, uncertainty=export.maps.get(shown) if shown else None,
-            label_names=export.label_names, table_rows=export.metrics_rows, title=export.case,
+            path,
+            image,
+            export.labels,
+            uncertainty=export.maps.get(shown) if shown else None,
+            label_names=export.label_names,
+            table_rows=export.metrics_rows,
+            title=export.case,
             uncertainty_label=export.map_units.get(shown, shown or ""),
-        )  # fmt: skip
+        )
     raise ValueError(f"unknown export item {key!r}")
 
 
@@ -234,7 +251,9 @@ def write_case_files(export: CaseExport, files: Mapping[str, Path]) -> Generator
             log.info("exported %s to %s", key, planned)
         taken = [p for p in files.values() if _taken(p)]
         if taken:
-            raise InvalidInput(f"{taken[0]} appeared while exporting; nothing was overwritten. Export again: the "
-                               "next free version (_vN) is used.")  # fmt: skip
+            raise InvalidInput(
+                f"{taken[0]} appeared while exporting; nothing was overwritten. Export again: the "
+                "next free version (_vN) is used."
+            )
     yield Progress(total, total, "done")
     return dict(files)

@@ -10,6 +10,9 @@ canonical LPS grid, so the patient's right is on the page's left and anterior at
 
 matplotlib's Agg canvas is used directly (no pyplot state: safe in worker threads). The file is written atomically
 and never over an existing file unless asked.
+
+One responsibility, drawing the page; kept in one module past 400 lines (`napari_segunc.report.case` writes the
+files).
 """
 
 from __future__ import annotations
@@ -182,8 +185,15 @@ def _extent(image: Volume) -> tuple[float, float, float, float]:
 
 
 def _draw_ct(ax, image: Volume, z: int, window: tuple[float, float]) -> None:
-    ax.imshow(image.data[z], cmap="gray", vmin=window[0], vmax=window[1], extent=_extent(image),
-              interpolation="nearest", origin="upper")  # fmt: skip
+    ax.imshow(
+        image.data[z],
+        cmap="gray",
+        vmin=window[0],
+        vmax=window[1],
+        extent=_extent(image),
+        interpolation="nearest",
+        origin="upper",
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_anchor("N")
@@ -191,8 +201,9 @@ def _draw_ct(ax, image: Volume, z: int, window: tuple[float, float]) -> None:
         ax.text(x, 0.5, text, transform=ax.transAxes, color="white", fontsize=9, ha="center", va="center")
 
 
-def _draw_labels(ax, image: Volume, sl: np.ndarray, colors: Mapping[int, tuple], *, fill: bool = True,
-                 linewidth: float = 1.4) -> None:  # fmt: skip
+def _draw_labels(
+    ax, image: Volume, sl: np.ndarray, colors: Mapping[int, tuple], *, fill: bool = True, linewidth: float = 1.4
+) -> None:
     _, sy, sx = image.spacing
     _, oy, ox = image.origin
     xs, ys = ox + np.arange(sl.shape[1]) * sx, oy + np.arange(sl.shape[0]) * sy
@@ -214,8 +225,10 @@ def _table_text(rows: list[dict[str, Any]], with_metrics: bool) -> tuple[list[st
     columns = ["organ", "label", "voxels", "volume (ml)"] + (["Dice", "HD95 (mm)"] if with_metrics else [])
     cells = []
     for r in rows:
-        cells.append([r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1)]
-                     + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else []))  # fmt: skip
+        cells.append(
+            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1)]
+            + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else [])
+        )
     return columns, cells
 
 
@@ -230,8 +243,13 @@ def _draw_table(ax, rows: list[dict[str, Any]], colors: Mapping[int, tuple], wit
     columns, cells = _table_text(shown, with_metrics)
     if len(shown) < len(rows):
         cells.append([f"… {len(rows) - len(shown)} more organs", *[""] * (len(columns) - 1)])
-    table = ax.table(cellText=cells, colLabels=columns, loc="upper center", cellLoc="center",
-                     colWidths=[0.26] + [0.74 / (len(columns) - 1)] * (len(columns) - 1))  # fmt: skip
+    table = ax.table(
+        cellText=cells,
+        colLabels=columns,
+        loc="upper center",
+        cellLoc="center",
+        colWidths=[0.26] + [0.74 / (len(columns) - 1)] * (len(columns) - 1),
+    )
     table.auto_set_font_size(False)
     table.set_fontsize(9.5)
     table.scale(1.0, 1.25)
@@ -289,8 +307,16 @@ def draw_case_report(
             finite = u[np.isfinite(u)]
             vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
             shown_map = np.ma.masked_where(~np.isfinite(u) | (u <= 0.01 * vmax), u)
-            im = ax.imshow(shown_map, cmap="inferno", vmin=0.0, vmax=vmax, alpha=0.85, extent=_extent(image),
-                           interpolation="nearest", origin="upper")  # fmt: skip
+            im = ax.imshow(
+                shown_map,
+                cmap="inferno",
+                vmin=0.0,
+                vmax=vmax,
+                alpha=0.85,
+                extent=_extent(image),
+                interpolation="nearest",
+                origin="upper",
+            )
             _draw_labels(ax, image, sl, colors, fill=False, linewidth=0.6)
             cax = ax.inset_axes((0.1, -0.07, 0.8, 0.035))
             bar = fig.colorbar(im, cax=cax, orientation="horizontal")
@@ -305,15 +331,27 @@ def draw_case_report(
 
     handles = [Patch(facecolor=(*c, 0.6), edgecolor=c, label=names[v]) for v, c in colors.items()]
     if handles:
-        fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, bottom - 0.1), ncol=min(len(handles), 8),
-                   fontsize=9, frameon=False)  # fmt: skip
+        fig.legend(
+            handles=handles,
+            loc="center",
+            bbox_to_anchor=(0.5, bottom - 0.1),
+            ncol=min(len(handles), 8),
+            fontsize=9,
+            frameon=False,
+        )
     _draw_table(fig.add_axes((0.03, 0.05, 0.94, bottom - 0.18)), rows, colors, table_rows is not None)
     z, y, x = image.shape
     sz, sy, sx = image.spacing
     fig.text(0.02, 0.975, title or image.name, fontsize=15, weight="bold", va="top")
-    fig.text(0.02, 0.935, f"{x}×{y}×{z} voxels of {sx:.2f}×{sy:.2f}×{sz:.2f} mm, {image.modality.value}; "
-             f"axial slices, patient right on the left (radiological), display window {window[0]:g}…{window[1]:g}",
-             fontsize=9, color="#444444", va="top")  # fmt: skip
+    fig.text(
+        0.02,
+        0.935,
+        f"{x}×{y}×{z} voxels of {sx:.2f}×{sy:.2f}×{sz:.2f} mm, {image.modality.value}; "
+        f"axial slices, patient right on the left (radiological), display window {window[0]:g}…{window[1]:g}",
+        fontsize=9,
+        color="#444444",
+        va="top",
+    )
     note = f"Volumes: voxel count × {image.voxel_volume_ml * 1000:.4g} mm³ from the exported label map."
     if table_rows is not None:
         note += " Dice / HD95: the Metrics evaluation (mean over raters) of the case's prediction."
@@ -374,6 +412,14 @@ def write_case_report(
         raise InvalidInput(f"{path} already exists; choose another name (the report never overwrites a file).")
     fig = Figure(figsize=(PAGE_PIXELS[0] / PAGE_DPI, PAGE_PIXELS[1] / PAGE_DPI), dpi=PAGE_DPI)
     FigureCanvasAgg(fig)
-    draw_case_report(fig, image, labels, uncertainty=uncertainty, label_names=label_names, table_rows=table_rows,
-                     title=title, uncertainty_label=uncertainty_label)  # fmt: skip
+    draw_case_report(
+        fig,
+        image,
+        labels,
+        uncertainty=uncertainty,
+        label_names=label_names,
+        table_rows=table_rows,
+        title=title,
+        uncertainty_label=uncertainty_label,
+    )
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=PAGE_DPI), overwrite=overwrite)

@@ -219,9 +219,15 @@ class EnsembleAccumulator:
                 for t in targets:
                     s = self._sums[t]
                     bad = accumulate(
-                        chunk, self.atol, self.renormalize, 1, s.sum_p[:, start:end], s.sum_sq[:, start:end],
-                        s.sum_ent[start:end], s.votes[:, start:end],
-                    )  # fmt: skip
+                        chunk,
+                        self.atol,
+                        self.renormalize,
+                        1,
+                        s.sum_p[:, start:end],
+                        s.sum_sq[:, start:end],
+                        s.sum_ent[start:end],
+                        s.votes[:, start:end],
+                    )
                     done[t] = end
                     if any(bad):
                         raise InvalidInput(self._describe(name, chunk, *bad))
@@ -260,9 +266,15 @@ class EnsembleAccumulator:
                 chunk = self._chunk(flat, start)
                 stop = start + chunk.shape[1]
                 accumulate(
-                    chunk, self.atol, self.renormalize, -1, s.sum_p[:, start:stop], s.sum_sq[:, start:stop],
-                    s.sum_ent[start:stop], s.votes[:, start:stop],
-                )  # fmt: skip
+                    chunk,
+                    self.atol,
+                    self.renormalize,
+                    -1,
+                    s.sum_p[:, start:stop],
+                    s.sum_sq[:, start:stop],
+                    s.sum_ent[start:stop],
+                    s.votes[:, start:stop],
+                )
 
     def _describe(self, name: str, chunk: np.ndarray, n_nan: int, n_range: int, n_sum: int) -> str:
         chunk = chunk.astype(np.float64)
@@ -311,12 +323,27 @@ class EnsembleAccumulator:
             out.update(mean_p=s.sum_p, var=s.sum_sq, expected=s.sum_ent)
             del self._sums[group]
         else:
-            out.update(mean_p=np.empty((c, v), np.float32), var=np.empty(s.sum_sq.shape, np.float32),
-                       expected=np.empty(v, np.float32))  # fmt: skip
+            out.update(
+                mean_p=np.empty((c, v), np.float32),
+                var=np.empty(s.sum_sq.shape, np.float32),
+                expected=np.empty(v, np.float32),
+            )
         self._kernels[1](
-            s.sum_p, s.sum_sq, s.sum_ent, s.votes, m, out["mean_p"], out["var"], out["entropy"], out["expected"],
-            out["mi"], out["mean_var"], out["maxp"], out["dis"], out["seg"],
-        )  # fmt: skip
+            s.sum_p,
+            s.sum_sq,
+            s.sum_ent,
+            s.votes,
+            m,
+            out["mean_p"],
+            out["var"],
+            out["entropy"],
+            out["expected"],
+            out["mi"],
+            out["mean_var"],
+            out["maxp"],
+            out["dis"],
+            out["seg"],
+        )
         if m == 1:
             out["mi"][:] = 0.0  # H(p̄) and the member's H(p) differ only by float32 rounding
         if normalized:

@@ -144,15 +144,25 @@ def ensemble_layers(
     layers = []
     if with_segmentation:
         probabilities = maps.mean_probabilities if with_probabilities else None
-        layers.append(segmentation_layer(maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels,
-                                         probabilities=probabilities))  # fmt: skip
+        layers.append(
+            segmentation_layer(
+                maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels, probabilities=probabilities
+            )
+        )
     for name in which:
         if name not in SCALAR_MAPS:
             raise ValueError(f"Unknown map '{name}'; choose from {', '.join(SCALAR_MAPS)}.")
         layers.append(
-            map_layer(name, getattr(maps, name), grid, n_classes=maps.n_classes, normalized=maps.normalized,
-                      prefix=prefix, visible=name == "entropy")
-        )  # fmt: skip
+            map_layer(
+                name,
+                getattr(maps, name),
+                grid,
+                n_classes=maps.n_classes,
+                normalized=maps.normalized,
+                prefix=prefix,
+                visible=name == "entropy",
+            )
+        )
     return layers
 
 
@@ -166,15 +176,31 @@ def rater_layers(analysis: RaterAnalysis, grid: Volume, *, with_staple: bool = T
     so that the raters' own outlines stay readable."""
     names = {name: value for value, name in analysis.label_names.items() if value != 0}
     n_classes = max(2, len(analysis.labels))
-    layers = [map_layer("vote_entropy", analysis.vote_entropy, grid, n_classes=n_classes,
-                        normalized=analysis.normalized, prefix="raters: ", visible=False)]  # fmt: skip
+    layers = [
+        map_layer(
+            "vote_entropy",
+            analysis.vote_entropy,
+            grid,
+            n_classes=n_classes,
+            normalized=analysis.normalized,
+            prefix="raters: ",
+            visible=False,
+        )
+    ]
     layers[0][1]["metadata"][ROLE] = LayerRole.RATER_ANALYSIS.value
     maps = {"consensus": analysis.consensus, "dissensus": analysis.dissensus, "majority vote": analysis.majority}
     if with_staple and analysis.staple is not None:
         maps["STAPLE"] = analysis.staple
     for title, data in maps.items():
-        layer = segmentation_layer(data, grid, name=f"raters: {title}", labels=names, role=LayerRole.RATER_ANALYSIS,
-                                   contour=0, visible=title == "dissensus")  # fmt: skip
+        layer = segmentation_layer(
+            data,
+            grid,
+            name=f"raters: {title}",
+            labels=names,
+            role=LayerRole.RATER_ANALYSIS,
+            contour=0,
+            visible=title == "dissensus",
+        )
         layers.append(layer)
     return layers
 

@@ -1,22 +1,33 @@
-"""From files on disk to written maps: the jobs behind ``segunc uncertainty`` and ``segunc raters``."""
+"""Members → maps → files: the one pipeline every ensemble goes through, and the writers of its results.
+
+`accumulate` streams any member source (`napari_segunc.members`) into an `EnsembleAccumulator`: nnU-Net models
+(`napari_segunc.inference.nnunet.predict_members`, also with test-time flips or MC dropout) or probability files
+(`file_members`). ``segunc predict``, ``segunc uncertainty``, ``segunc evaluate``, the Ensemble dock and Open
+study's probability maps all call it. The writers put a group's maps (``write_ensemble_outputs``) and the raters'
+maps (``write_rater_outputs``) in the image's source geometry, each set staged and moved into place whole.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
-from ..errors import InvalidInput
+from ..errors import GeometryMismatch, InvalidInput
 from ..io import read_probabilities, write_probabilities, write_volume
+from ..members import MemberProbabilities, dataset_labels
 from ..progress import Progress
-from ..volume import Volume, VolumeKind
+from ..volume import Volume, VolumeKind, check_same_grid
 from .ensemble import ALL_MEMBERS, SCALAR_MAPS, EnsembleAccumulator, EnsembleMaps
 from .raters import RaterAnalysis
 
 __all__ = [
+    "Accumulated",
     "MemberSpec",
-    "ensemble_job",
+    "accumulate",
+    "file_members",
     "output_folder",
     "parse_member_specs",
     "write_ensemble_outputs",
@@ -48,29 +59,90 @@ def parse_member_specs(members: Sequence[str] = (), groups: Sequence[str] = ()) 
     return specs
 
 
-def ensemble_job(
+def file_members(
     specs: Sequence[MemberSpec],
     *,
     reference: Volume | None = None,
     trust_pickle: bool = False,
+    check_pickle: bool = False,
+) -> Generator[Progress | MemberProbabilities, None, None]:
+    """A member source reading probability files one at a time (`napari_segunc.io.read_probabilities`).
+
+    `reference` gives an ``.npz`` its geometry and is checked against a NIfTI's. With `trust_pickle` an ``.npz``
+    without `reference` takes the geometry of the nnU-Net ``.pkl`` beside it (unpickling can run code); with
+    `check_pickle` too, that geometry is read even when `reference` is given, and checked against it (Open study).
+    Label names come from an nnU-Net ``dataset.json`` beside a file when it describes exactly its channels.
+    """
+    total = len(specs)
+    for i, spec in enumerate(specs, start=1):
+        yield Progress(i - 1, total, f"reading member {i}/{total}: {spec.name}")
+        if check_pickle and trust_pickle and reference is not None and str(spec.path).lower().endswith(".npz"):
+            pm = read_probabilities(spec.path, trust_pickle=True)
+            try:
+                check_same_grid(reference, pm.grid)
+            except GeometryMismatch as exc:
+                raise GeometryMismatch(f"Probability map {spec.path} does not belong to the image: {exc}") from None
+        else:
+            pm = read_probabilities(spec.path, reference=reference, trust_pickle=trust_pickle)
+        labels = dataset_labels(Path(spec.path).expanduser().parent, n_classes=pm.data.shape[0])
+        yield MemberProbabilities(spec.name, pm.data, group=spec.group, grid=pm.grid, labels=labels)
+        del pm  # the pipeline holds the member only while adding it
+    yield Progress(total, total, "all members added")
+
+
+class Accumulated(NamedTuple):
+    """What `accumulate` returns: the filled accumulator, the members' grid and their label names."""
+
+    accumulator: EnsembleAccumulator
+    grid: Volume | None
+    labels: dict[str, int]
+
+
+def accumulate(
+    source: Iterable[Progress | MemberProbabilities],
+    *,
     renormalize: bool = False,
     class_variance: bool = True,
-) -> Generator[Progress, None, tuple[EnsembleAccumulator, Volume]]:
-    """Stream members from disk into an accumulator, one at a time; yields progress; returns (accumulator, grid).
+    reference: Volume | None = None,
+) -> Generator[Progress, None, Accumulated]:
+    """Stream a member source into an `EnsembleAccumulator`, one member at a time; the source's progress passes on.
 
-    Stop it between members by closing the generator (``job.close()``).
+    Memory: the accumulator plus the member being added, whatever the number of members. Closing this generator
+    closes the source (an nnU-Net member stops at its next tile). `reference` is the grid returned when the members
+    carry none. Members that name their classes differently are refused: an ensemble averages the same classes.
+
+    Raises
+    ------
+    InvalidInput
+        No member, or a member the accumulator refuses (shape, NaN, sums off 1...), or label names that disagree.
+    GeometryMismatch
+        A member on another grid than the first one.
     """
     acc = EnsembleAccumulator(renormalize=renormalize, class_variance=class_variance)
-    grid = reference
-    for i, spec in enumerate(specs, start=1):
-        yield Progress(i - 1, len(specs), f"reading member {i}/{len(specs)}: {spec.name}")
-        pm = read_probabilities(spec.path, reference=reference, trust_pickle=trust_pickle)
-        acc.add(pm.data, name=spec.name, group=spec.group, grid=pm.grid)
-        if grid is None:
-            grid = pm.grid
-        del pm
-    yield Progress(len(specs), len(specs), "all members added")
-    return acc, grid
+    grid, labels, named_by = reference, {}, ""
+    try:
+        for item in source:
+            if isinstance(item, Progress):
+                yield item
+                continue
+            if item.labels and labels and dict(item.labels) != labels:
+                raise InvalidInput(
+                    f"Member '{item.name}' names its classes {dict(item.labels)} but '{named_by}' names them "
+                    f"{labels}; an ensemble averages the same classes, so use models trained on the same labels."
+                )
+            acc.add(item.probabilities, name=item.name, group=item.group, grid=item.grid)
+            if item.labels and not labels:
+                labels, named_by = dict(item.labels), item.name
+            if grid is None:
+                grid = item.grid
+            del item
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    if not acc.groups:
+        raise InvalidInput("No ensemble member was given.")
+    return Accumulated(acc, grid, labels)
 
 
 def write_ensemble_outputs(
@@ -104,13 +176,21 @@ def _write_ensemble_files(maps: EnsembleMaps, grid: Volume, out: Path, *, labels
     if maps.variance is not None:
         per_class["variance"] = maps.variance
     written = _write_maps(
-        grid, out, overwrite=overwrite, per_class=per_class, labels={"segmentation": maps.segmentation},
+        grid,
+        out,
+        overwrite=overwrite,
+        per_class=per_class,
+        labels={"segmentation": maps.segmentation},
         floats={name: getattr(maps, name) for name in SCALAR_MAPS},
-    )  # fmt: skip
+    )
     regions = find_regions(
-        maps.entropy, spacing=grid.spacing, origin=grid.origin, quantile=quantile,
-        segmentation=maps.segmentation, labels=labels,
-    )  # fmt: skip
+        maps.entropy,
+        spacing=grid.spacing,
+        origin=grid.origin,
+        quantile=quantile,
+        segmentation=maps.segmentation,
+        labels=labels,
+    )
     written["regions"] = write_regions_csv(regions, out / "regions.csv", overwrite=overwrite)
     log.info("group %s: %d members, %d review regions", maps.group, maps.n_members, len(regions))
     return written
@@ -144,9 +224,13 @@ def write_rater_outputs(analysis: RaterAnalysis, grid: Volume, out_dir: str | Pa
         label_maps["staple"] = analysis.staple
     with staged_folder(out_dir, overwrite=overwrite) as out:
         written = _write_maps(
-            grid, out, overwrite=False, labels=label_maps, floats={"vote_entropy": analysis.vote_entropy},
+            grid,
+            out,
+            overwrite=False,
+            labels=label_maps,
+            floats={"vote_entropy": analysis.vote_entropy},
             per_class={"soft_labels": analysis.soft_labels, "rater_variance": analysis.rater_variance},
-        )  # fmt: skip
+        )
         written["agreement"] = write_csv(
             analysis.agreement_rows(), out / "agreement.csv", columns=AGREEMENT_COLUMNS, overwrite=False
         )

@@ -21,6 +21,9 @@ label value; votes n_c = number of raters saying c at a voxel):
   inflate averages with classes absent from the image, 0 would punish agreement).
 - Fleiss' kappa (Fleiss 1971) per class: class c vs not c with the voxels as subjects; NaN when every rating falls
   in one category (P_e = 1, chance-corrected agreement undefined).
+
+One responsibility, the raters' maps and tables; kept in one module past 400 lines (the pairwise scores and STAPLE
+are in `napari_segunc.uncertainty.agreement`).
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
 from ..volume import Volume, check_same_grid
-from ._checks import _names
-from .agreement import _class_kappa, _pairwise_dice, _run_staple
+from .agreement import class_kappa, pairwise_dice
+from .agreement import staple as run_staple
+from .checks import names_by_value
 
 __all__ = [
     "AGREEMENT_COLUMNS",
@@ -185,8 +189,10 @@ class RaterAnalysis(RaterVotes):
             _row(AgreementKind.FLEISS_KAPPA, c, self.label_names[c], None, None, k)
             for c, k in self.fleiss_kappa.items()
         ]
-        for kind, table in ((AgreementKind.STAPLE_SENSITIVITY, self.sensitivity),
-                            (AgreementKind.STAPLE_SPECIFICITY, self.specificity)):  # fmt: skip
+        for kind, table in (
+            (AgreementKind.STAPLE_SENSITIVITY, self.sensitivity),
+            (AgreementKind.STAPLE_SPECIFICITY, self.specificity),
+        ):
             for c, values in table.items():
                 rows += [
                     _row(kind, c, self.label_names[c], n, None, v) for n, v in zip(self.names, values, strict=True)
@@ -199,7 +205,7 @@ def _row(kind: AgreementKind, label: int, name: str, a: str | None, b: str | Non
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
-def _label_arrays(raters: Sequence[Volume | np.ndarray], names: Sequence[str] | None) -> tuple[list, list[str]]:
+def rater_arrays(raters: Sequence[Volume | np.ndarray], names: Sequence[str] | None) -> tuple[list, list[str]]:
     """Validated integer (Z, Y, X) arrays and rater names; grids checked against the first rater."""
     if isinstance(raters, Volume | np.ndarray) and np.ndim(getattr(raters, "data", raters)) == 3:
         raters = [raters]
@@ -248,8 +254,8 @@ def _present(a: np.ndarray) -> np.ndarray:
 
 
 def _prepare(raters, names, labels) -> tuple[RaterVotes, list[np.ndarray]]:
-    arrays, names = _label_arrays(raters, names)
-    label_names = _names(labels)
+    arrays, names = rater_arrays(raters, names)
+    label_names = names_by_value(labels)
     present = [set(_present(a).tolist()) for a in arrays]
     values = sorted({0} | set(label_names) | set().union(*present))
     label_names = {v: label_names.get(v, f"label {v}") for v in values}
@@ -381,13 +387,27 @@ def analyze_raters(
     fg_arg = _argmax_first(votes.votes, 1)[0] if c > 1 else arg
     dissensus = np.where(unanimous, 0, labels_arr.astype(out_dtype)[fg_arg]).astype(out_dtype, copy=False)
     result = RaterAnalysis(
-        votes.votes, votes.labels, votes.label_names, votes.names, votes.missing_labels, soft, entropy, variance,
-        majority, best, consensus, dissensus, normalized,
-    )  # fmt: skip
-    result.pairwise_dice = _pairwise_dice(index_maps, votes)
-    result.fleiss_kappa = {lab: _class_kappa(votes.votes[i], k, roi) for i, lab in enumerate(votes.labels) if lab != 0}
+        votes.votes,
+        votes.labels,
+        votes.label_names,
+        votes.names,
+        votes.missing_labels,
+        soft,
+        entropy,
+        variance,
+        majority,
+        best,
+        consensus,
+        dissensus,
+        normalized,
+    )
+    result.pairwise_dice = pairwise_dice(index_maps, votes.labels, votes.label_names, votes.names)
+    result.fleiss_kappa = {lab: class_kappa(votes.votes[i], k, roi) for i, lab in enumerate(votes.labels) if lab != 0}
     if staple:
-        _run_staple(result, index_maps, workers)
+        fused = run_staple(votes.votes, votes.labels, index_maps, majority, workers)
+        result.staple_probability, result.staple = fused.probability, fused.labels
+        result.sensitivity.update(fused.sensitivity)
+        result.specificity.update(fused.specificity)
     return result
 
 

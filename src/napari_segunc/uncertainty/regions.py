@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from ..errors import InvalidInput
 from ..io.writers import write_csv
-from ._checks import _check_map, _check_mask, _check_segmentation, _names, _spacing
+from .checks import check_map, check_mask, check_segmentation, check_spacing, names_by_value
 
 __all__ = [
     "Connectivity",
@@ -45,11 +45,31 @@ log = logging.getLogger(__name__)
 
 #: Column order of `regions_to_rows` and `write_regions_csv`.
 REGION_COLUMNS = (
-    "rank", "label", "structure", "n_voxels", "volume_ml",
-    "centroid_z", "centroid_y", "centroid_x", "centroid_z_mm", "centroid_y_mm", "centroid_x_mm",
-    "peak_slice", "peak_z", "peak_y", "peak_x", "bbox_z0", "bbox_y0", "bbox_x0", "bbox_z1", "bbox_y1", "bbox_x1",
-    "total", "mean", "max",
-)  # fmt: skip
+    "rank",
+    "label",
+    "structure",
+    "n_voxels",
+    "volume_ml",
+    "centroid_z",
+    "centroid_y",
+    "centroid_x",
+    "centroid_z_mm",
+    "centroid_y_mm",
+    "centroid_x_mm",
+    "peak_slice",
+    "peak_z",
+    "peak_y",
+    "peak_x",
+    "bbox_z0",
+    "bbox_y0",
+    "bbox_x0",
+    "bbox_z1",
+    "bbox_y1",
+    "bbox_x1",
+    "total",
+    "mean",
+    "max",
+)
 _CHUNK_VOXELS = 1 << 22
 
 
@@ -123,8 +143,8 @@ def quantile_threshold(uncertainty: np.ndarray, quantile: float, *, mask: np.nda
 
     Returns NaN when there is no such value (all NaN, or an empty mask).
     """
-    u = _check_map(uncertainty)
-    m = _check_mask(u, mask)
+    u = check_map(uncertainty)
+    m = check_mask(u, mask)
     if not 0 < float(quantile) < 1:
         raise InvalidInput(f"The quantile must lie strictly between 0 and 1 (e.g. 0.99), got {quantile}.")
     values = u[m] if m is not None else u.reshape(-1)  # a copy with a mask, else a view
@@ -184,11 +204,11 @@ def find_regions(
         Sorted by rank: summed uncertainty descending, then more voxels, then lower first voxel index in C order
         (deterministic). Empty (and logged) when nothing is selected.
     """
-    u = _check_map(uncertainty)
-    spacing, origin = _spacing(spacing), _spacing(origin, "origin")
-    m = _check_mask(u, mask)
-    seg = _check_segmentation(u, segmentation)
-    names = _names(labels)
+    u = check_map(uncertainty)
+    spacing, origin = check_spacing(spacing), check_spacing(origin, "origin")
+    m = check_mask(u, mask)
+    seg = check_segmentation(u, segmentation)
+    names = names_by_value(labels)
     conn = _connectivity(connectivity)
     if (threshold is None) == (quantile is None):
         raise InvalidInput("Give exactly one of threshold (a map value) and quantile (e.g. 0.99).")
@@ -224,12 +244,19 @@ def find_regions(
             touched[touched == 0] = _dilation_labels(seg, st, keep[touched == 0], structure)
     count, total, cz = st["n"][keep], st["total"][keep], st["centroid"][keep]
     rows = zip(
-        touched.tolist(), count.tolist(), (count * (np.prod(spacing) / 1000)).tolist(), map(tuple, cz.tolist()),
-        map(tuple, (np.asarray(origin) + cz * np.asarray(spacing)).tolist()), st["peak_slice"][keep].tolist(),
+        touched.tolist(),
+        count.tolist(),
+        (count * (np.prod(spacing) / 1000)).tolist(),
+        map(tuple, cz.tolist()),
+        map(tuple, (np.asarray(origin) + cz * np.asarray(spacing)).tolist()),
+        st["peak_slice"][keep].tolist(),
         map(tuple, np.stack(np.unravel_index(st["peak"][keep], u.shape), axis=1).tolist()),
-        map(tuple, np.hstack([st["lo"][keep], st["hi"][keep]]).tolist()), total.tolist(), (total / count).tolist(),
-        st["max"][keep].tolist(), strict=True,
-    )  # fmt: skip
+        map(tuple, np.hstack([st["lo"][keep], st["hi"][keep]]).tolist()),
+        total.tolist(),
+        (total / count).tolist(),
+        st["max"][keep].tolist(),
+        strict=True,
+    )
     regions = [
         Region(rank, label, names.get(label, f"label {label}") if seg is not None else None, *rest)
         for rank, (label, *rest) in enumerate(rows, start=1)
@@ -322,9 +349,20 @@ def regions_to_rows(regions: Sequence[Region]) -> list[dict[str, Any]]:
     for r in regions:
         cz, cm, pv, b = r.centroid_voxel, r.centroid_mm, r.peak_voxel, r.bbox
         values = (
-            r.rank, r.label, r.structure, r.n_voxels, r.volume_ml, *cz, *cm, r.peak_slice, *pv, *b,
-            r.total, r.mean, r.max,
-        )  # fmt: skip
+            r.rank,
+            r.label,
+            r.structure,
+            r.n_voxels,
+            r.volume_ml,
+            *cz,
+            *cm,
+            r.peak_slice,
+            *pv,
+            *b,
+            r.total,
+            r.mean,
+            r.max,
+        )
         rows.append(dict(zip(REGION_COLUMNS, values, strict=True)))
     return rows
 

@@ -15,7 +15,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InvalidInput
-from ._checks import _check_map, _check_mask, _check_segmentation, _names, _py
+from .checks import check_map, check_mask, check_segmentation, names_by_value, py_scalar
 
 __all__ = ["case_scores", "slice_scores", "structure_scores", "window_mean"]
 
@@ -37,7 +37,7 @@ def window_mean(uncertainty: np.ndarray, *, patch_size: int | Sequence[int] = 10
     Along each axis of size k the box covers indices ``i - k // 2 … i + (k - 1) // 2`` (for an even size one voxel
     more towards lower indices), clipped to the volume. A box with no non-NaN voxel gives NaN.
     """
-    return _window_mean(_check_map(uncertainty), _patch_size(patch_size))
+    return _window_mean(check_map(uncertainty), _patch_size(patch_size))
 
 
 def _window_mean(u: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
@@ -125,9 +125,9 @@ def structure_scores(
         - ``n_above_threshold`` and ``mean_above_threshold``: count and mean of the values ``> threshold``; the
           mean is NaN when no voxel exceeds the threshold (nothing to average), not 0.
     """
-    u = _check_map(uncertainty)
-    seg = _check_segmentation(u, segmentation)
-    names = _names(labels)
+    u = check_map(uncertainty)
+    seg = check_segmentation(u, segmentation)
+    names = names_by_value(labels)
     if labels:
         index = [int(v) for v in labels.values()]
     else:
@@ -137,7 +137,7 @@ def structure_scores(
         return []
     s = _scores(u, seg, index, threshold, patch_size)
     return [
-        {"label": int(v), "structure": names.get(int(v), f"label {v}"), **{k: _py(a[i]) for k, a in s.items()}}
+        {"label": int(v), "structure": names.get(int(v), f"label {v}"), **{k: py_scalar(a[i]) for k, a in s.items()}}
         for i, v in enumerate(index)
     ]
 
@@ -150,10 +150,10 @@ def case_scores(
     Returns a dict with the score keys and rules of `structure_scores` (``n_voxels``, ``sum``, ``mean``,
     ``patch_max``, ``n_above_threshold``, ``mean_above_threshold``); box centres are all voxels of the mask (or map).
     """
-    u = _check_map(uncertainty)
-    m = _check_mask(u, mask)
+    u = check_map(uncertainty)
+    m = check_mask(u, mask)
     s = _scores(u, m, [1], threshold, patch_size)
-    return {k: _py(a[0]) for k, a in s.items()}
+    return {k: py_scalar(a[0]) for k, a in s.items()}
 
 
 def slice_scores(uncertainty: np.ndarray, *, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -165,8 +165,8 @@ def slice_scores(uncertainty: np.ndarray, *, mask: np.ndarray | None = None) -> 
         ``z`` (slice index), ``n_voxels`` (non-NaN voxels counted), ``sum``, ``mean`` (NaN for a slice with no
         counted voxel). NaN voxels are left out.
     """
-    u = _check_map(uncertainty)
-    m = _check_mask(u, mask)
+    u = check_map(uncertainty)
+    m = check_mask(u, mask)
     nz = u.shape[0]
     out = {"z": np.arange(nz), "n_voxels": np.zeros(nz, np.int64), "sum": np.zeros(nz)}
     step = max(1, _CHUNK_VOXELS // max(1, u.shape[1] * u.shape[2]))

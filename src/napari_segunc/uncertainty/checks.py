@@ -1,4 +1,8 @@
-"""Input checks shared by the review-queue and score functions (shapes, dtypes, label names, spacing)."""
+"""Input checks shared by the uncertainty maps' consumers: the review queue (`regions`), the scores, the rater
+analysis and `napari_segunc.metrics.uncertainty_metrics` (shapes, dtypes, label names, spacing).
+
+Each returns the validated array or value, or raises `InvalidInput` / `GeometryMismatch` with one sentence.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,19 @@ import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
 
+__all__ = [
+    "check_map",
+    "check_mask",
+    "check_same_shape",
+    "check_segmentation",
+    "check_spacing",
+    "names_by_value",
+    "py_scalar",
+]
 
-def _check_map(uncertainty: Any) -> np.ndarray:
+
+def check_map(uncertainty: Any) -> np.ndarray:
+    """A 3D floating-point uncertainty map (NaN allowed, ±inf refused)."""
     u = np.asarray(uncertainty)
     if u.ndim != 3:
         raise InvalidInput(f"The uncertainty map has shape {u.shape}; a 3D (z, y, x) volume is needed.")
@@ -22,7 +37,8 @@ def _check_map(uncertainty: Any) -> np.ndarray:
     return u
 
 
-def _check_same_shape(u: np.ndarray, other: Any, what: str) -> np.ndarray | None:
+def check_same_shape(u: np.ndarray, other: Any, what: str) -> np.ndarray | None:
+    """`other` as an array of `u`'s shape (None stays None); `what` names it in the message."""
     if other is None:
         return None
     a = np.asarray(other)
@@ -34,13 +50,15 @@ def _check_same_shape(u: np.ndarray, other: Any, what: str) -> np.ndarray | None
     return a
 
 
-def _check_mask(u: np.ndarray, mask: Any) -> np.ndarray | None:
-    m = _check_same_shape(u, mask, "mask")
+def check_mask(u: np.ndarray, mask: Any) -> np.ndarray | None:
+    """A boolean mask of `u`'s shape (non-zero = inside), or None."""
+    m = check_same_shape(u, mask, "mask")
     return m if m is None or m.dtype == bool else m != 0
 
 
-def _check_segmentation(u: np.ndarray, segmentation: Any) -> np.ndarray | None:
-    s = _check_same_shape(u, segmentation, "segmentation")
+def check_segmentation(u: np.ndarray, segmentation: Any) -> np.ndarray | None:
+    """An integer label map (values ≥ 0) of `u`'s shape, or None."""
+    s = check_same_shape(u, segmentation, "segmentation")
     if s is not None:
         if s.dtype.kind not in "iub":
             raise InvalidInput(f"The segmentation holds {s.dtype} values; an integer label map is needed.")
@@ -49,7 +67,8 @@ def _check_segmentation(u: np.ndarray, segmentation: Any) -> np.ndarray | None:
     return s
 
 
-def _names(labels: Mapping[str, int] | None) -> dict[int, str]:
+def names_by_value(labels: Mapping[str, int] | None) -> dict[int, str]:
+    """A name → value table turned value → name, background 0 first (values whole, ≥ 0 and distinct)."""
     names: dict[int, str] = {}
     for name, value in (labels or {}).items():
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < 0:
@@ -60,7 +79,8 @@ def _names(labels: Mapping[str, int] | None) -> dict[int, str]:
     return {0: "background", **names}
 
 
-def _spacing(spacing: Sequence[float], what: str = "spacing") -> tuple[float, float, float]:
+def check_spacing(spacing: Sequence[float], what: str = "spacing") -> tuple[float, float, float]:
+    """Three finite (z, y, x) mm values, positive for a spacing (`what` = "origin" allows any sign)."""
     s = tuple(float(v) for v in np.ravel(spacing))
     if len(s) != 3 or not all(math.isfinite(v) for v in s) or (what == "spacing" and min(s) <= 0):
         kind = "positive mm values" if what == "spacing" else "finite mm values"
@@ -68,6 +88,6 @@ def _spacing(spacing: Sequence[float], what: str = "spacing") -> tuple[float, fl
     return s
 
 
-def _py(value: Any) -> Any:
+def py_scalar(value: Any) -> Any:
     """numpy scalar → Python scalar (for tidy rows and JSON)."""
     return value.item() if isinstance(value, np.generic) else value
