@@ -4,6 +4,8 @@ the t512 config) at a small input size (128) keeps it fast on the CPU; the loadi
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -131,10 +133,9 @@ def test_bad_checkpoint_files(checkpoint, tmp_path, monkeypatch):
 # --- propagation, cache, official path --------------------------------------------------------------------------
 
 
-def test_propagation_equals_official_video_predictor_calls(model, checkpoint, phantom, prompts, monkeypatch):
+def test_propagation_equals_official_video_predictor_calls(model, official, phantom, prompts, monkeypatch):
     """The same tensors through upstream's own builder, loader, init_state and calls."""
     import sam2.sam2_video_predictor as svp
-    from sam2.build_sam import build_sam2_video_predictor
 
     u8 = ms.window_to_uint8(phantom[0], WINDOW)
     frames = ms.SliceFrames(u8, SIZE)
@@ -142,17 +143,6 @@ def test_propagation_equals_official_video_predictor_calls(model, checkpoint, ph
     cache = ms.FeatureCache()
     ours = run_job(ms.propagate_organ(model, frames, organ, cache=cache, key=ms.volume_key(u8, model)))
 
-    f = SIZE // 16
-    official = build_sam2_video_predictor(
-        "configs/sam2.1/sam2.1_hiera_t.yaml",
-        str(checkpoint),
-        device="cpu",
-        hydra_overrides_extra=[
-            f"++model.image_size={SIZE}",
-            f"++model.memory_attention.layer.self_attention.feat_sizes=[{f},{f}]",
-            f"++model.memory_attention.layer.cross_attention.feat_sizes=[{f},{f}]",
-        ],
-    )
     stacked = torch.stack([frames[z] for z in range(len(frames))])
     monkeypatch.setattr(svp, "load_video_frames", lambda **kw: (stacked, u8.shape[1], u8.shape[2]))
     ref = np.full_like(ours.logits, ms.NO_OBJECT_LOGIT)
@@ -214,3 +204,182 @@ def test_bounded_cache_evicts_and_stays_correct(model, phantom, prompts):
     assert np.abs(got.logits - ref.logits).max() <= 1e-5
     cache.drop(key)
     assert len(cache) == 0 and cache.nbytes == 0
+
+
+# --- corrections: clicks and slice masks, replayed as upstream's interactive calls -------------------------------
+
+
+@pytest.fixture(scope="module")
+def official(checkpoint):
+    from sam2.build_sam import build_sam2_video_predictor
+
+    f = SIZE // 16
+    return build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        str(checkpoint),
+        device="cpu",
+        hydra_overrides_extra=[
+            f"++model.image_size={SIZE}",
+            f"++model.memory_attention.layer.self_attention.feat_sizes=[{f},{f}]",
+            f"++model.memory_attention.layer.cross_attention.feat_sizes=[{f},{f}]",
+        ],
+    )
+
+
+def _official_session(official, frames, u8, organ, monkeypatch):
+    """The organ's interaction sequence written out with upstream's predictor and calls only."""
+    import sam2.sam2_video_predictor as svp
+
+    stacked = torch.stack([frames[z] for z in range(len(frames))])
+    monkeypatch.setattr(svp, "load_video_frames", lambda **kw: (stacked, u8.shape[1], u8.shape[2]))
+    ref = np.full((organ.z_max - organ.z_min + 1, *u8.shape[1:]), ms.NO_OBJECT_LOGIT, np.float32)
+
+    def propagate(state, k):
+        for zi, _, m in official.propagate_in_video(state, start_frame_idx=k, max_frame_num_to_track=organ.z_max - k):
+            ref[zi - organ.z_min] = m[0, 0].numpy()
+        if k > organ.z_min:
+            for zi, _, m in official.propagate_in_video(
+                state, start_frame_idx=k, max_frame_num_to_track=k - organ.z_min, reverse=True
+            ):
+                ref[zi - organ.z_min] = m[0, 0].numpy()
+
+    with torch.inference_mode():
+        state = official.init_state("unused")
+        if organ.boxes:
+            for box in organ.boxes:
+                official.add_new_points_or_box(state, frame_idx=box.z, obj_id=organ.label, box=np.array(box.as_xyxy()))
+            propagate(state, organ.boxes[(len(organ.boxes) - 1) // 2].z)
+        for c in organ.corrections:
+            if c.mask is not None:
+                official.add_new_mask(state, frame_idx=c.mask.z, obj_id=organ.label, mask=c.mask.mask)
+                propagate(state, c.mask.z)
+                continue
+            for z in sorted({k.z for k in c.clicks}):
+                on = [k for k in c.clicks if k.z == z]
+                official.add_new_points_or_box(
+                    state,
+                    frame_idx=z,
+                    obj_id=organ.label,
+                    points=[[k.x, k.y] for k in on],
+                    labels=[int(k.positive) for k in on],
+                    clear_old_points=False,
+                )
+            propagate(state, c.clicks[-1].z)
+    return ref
+
+
+def _inside(mask2d, far: bool = False):
+    """A voxel (y, x) deep inside `mask2d` (far=False) or well outside it (far=True)."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(~mask2d if far else mask2d)
+    y, x = np.unravel_index(int(np.argmax(depth)), mask2d.shape)
+    return int(y), int(x)
+
+
+@pytest.fixture(scope="module")
+def corrected(phantom, prompts):
+    """The liver's boxes, then: clicks on two slices (one of them a box slice), a slice mask, a negative click."""
+    from napari_segunc.prompts.corrections import Click, Correction, SliceMask
+
+    truth = phantom[1] == LABELS["liver"]
+    liver = prompts.organ("liver")
+    z1, z2, z3 = liver.z_min + 2, liver.boxes[0].z, liver.z_max - 3
+    c1 = Correction(
+        clicks=(Click(z1, *_inside(truth[z1])), Click(z1, *_inside(truth[z1], far=True), positive=False))
+        + (Click(z2, *_inside(truth[z2])),)
+    )
+    c2 = Correction(mask=SliceMask(z3, truth[z3], source="truth"))
+    c3 = Correction(clicks=(Click(z3 - 4, *_inside(truth[z3 - 4], far=True), positive=False),))
+    organ = liver
+    for c in (c1, c2, c3):
+        organ = organ.with_correction(c)
+    return organ
+
+
+def test_clicks_and_masks_equal_official_interactive_calls(model, official, phantom, corrected, monkeypatch):
+    u8 = ms.window_to_uint8(phantom[0], WINDOW)
+    frames = ms.SliceFrames(u8, SIZE)
+    ours = run_job(ms.propagate_organ(model, frames, corrected, cache=ms.FeatureCache(), key=ms.volume_key(u8, model)))
+    ref = _official_session(official, frames, u8, corrected, monkeypatch)
+    np.testing.assert_allclose(ours.logits, ref, atol=1e-5)
+    boxes_only = run_job(ms.propagate_organ(model, frames, corrected.without_corrections(), cache=None))
+    # the corrections changed the result, far beyond the tolerance (random weights answer clicks only weakly)
+    assert float(np.abs(boxes_only.logits - ours.logits).max()) > 100 * 1e-5
+    assert len(ms.propagation_rounds(corrected)) == 4
+
+
+def test_clicks_alone_equal_official_calls(model, official, phantom, monkeypatch):
+    from napari_segunc.prompts import OrganPrompt
+    from napari_segunc.prompts.corrections import Click, Correction
+
+    truth = phantom[1] == LABELS["spleen"]
+    zs = np.flatnonzero(truth.any(axis=(1, 2)))
+    z = int(zs[len(zs) // 2])
+    organ = OrganPrompt(
+        LABELS["spleen"],
+        "spleen",
+        int(zs[0]),
+        int(zs[-1]),
+        (),
+        corrections=(Correction(clicks=(Click(z, *_inside(truth[z])),)),),
+    )
+    assert organ.key_z == z
+    u8 = ms.window_to_uint8(phantom[0], WINDOW)
+    frames = ms.SliceFrames(u8, SIZE)
+    ours = run_job(ms.propagate_organ(model, frames, organ, cache=None))
+    np.testing.assert_allclose(ours.logits, _official_session(official, frames, u8, organ, monkeypatch), atol=1e-5)
+
+
+def test_a_click_resumes_the_kept_state_and_equals_a_full_replay(model, phantom, corrected):
+    u8 = ms.window_to_uint8(phantom[0], WINDOW)
+    frames = ms.SliceFrames(u8, SIZE)
+    key = ms.volume_key(u8, model)
+    cache = ms.FeatureCache()
+    steps = [dataclasses.replace(corrected, corrections=corrected.corrections[:n]) for n in range(4)]
+    result = run_job(ms.propagate_organ(model, frames, steps[0], cache=cache, key=key))
+    encoded = cache.encoder_runs
+    for prev, nxt in zip(steps, steps[1:], strict=False):
+        assert result.resumable_by(nxt) and not result.resumable_by(prev)
+        job = ms.propagate_organ(model, frames, nxt, cache=cache, key=key, resume=result)
+        assert result.state is not None  # the generator has not started: the state is still the old result's
+        yielded = 0
+        while True:
+            try:
+                next(job)
+                yielded += 1
+            except StopIteration as stop:
+                new = stop.value
+                break
+        k = nxt.corrections[-1].z
+        assert yielded == (nxt.z_max - k + 1) + (k - nxt.z_min + 1 if k > nxt.z_min else 0)  # one round, not all
+        assert result.state is None and new.state is not None  # the state moved on
+        assert not result.resumable_by(nxt)
+        result = new
+    assert cache.encoder_runs == encoded  # resuming encoded nothing
+    replay = run_job(ms.propagate_organ(model, frames, corrected, cache=cache, key=key))
+    np.testing.assert_allclose(result.logits, replay.logits, atol=1e-5)
+    assert result.slices_run == replay.slices_run
+
+
+def test_a_session_rerun_after_a_click_propagates_only_that_organ_from_its_kept_state(model, phantom, prompts):
+    from napari_segunc.prompts.cascade import MedSAM2Session
+    from napari_segunc.prompts.corrections import Click, Correction
+
+    image, truth = phantom
+    two = type(prompts)(prompts.shape, (prompts.organ("liver"), prompts.organ("spleen")))
+    session = MedSAM2Session(model, image, window=WINDOW)
+    run_job(session.segment_job(two))
+    encoded = session.cache.encoder_runs
+    spleen = two.organ("spleen")
+    z = spleen.z_min + 1
+    clicked = two.replace(
+        spleen.with_correction(Correction(clicks=(Click(z, *_inside(truth[z] == LABELS["spleen"])),)))
+    )
+    reports = []
+    second = run_job(session.segment_job(clicked), reports.append)
+    assert second.recomputed == ["spleen"] and session.cache.encoder_runs == encoded
+    assert reports[-1].total == (spleen.z_max - spleen.z_min + 1) + 1  # one round of the spleen, then the fusion
+    fresh = run_job(MedSAM2Session(model, image, window=WINDOW).segment_job(clicked))
+    np.testing.assert_allclose(second.fused.probabilities, fresh.fused.probabilities, atol=1e-5)
+    assert np.array_equal(second.fused.segmentation, fresh.fused.segmentation)

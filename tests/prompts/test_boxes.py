@@ -391,7 +391,7 @@ GOOD = {"format": "napari-segunc boxes", "version": 1, "shape_zyx": [48, 100, 10
         ("{'liver': 1}", "is not a JSON file"),
         ("[1, 2]", "must be a JSON object"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d.update(format="other")), "its format is 'other'"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d.update(version=2)), "version 2"),
+        (_edit(json.loads(json.dumps(GOOD)), lambda d: d.update(version=3)), "reads versions 1, 2"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d.pop("shape_zyx")), "lacks shape_zyx"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d.update(extra=1)), "unknown entries extra"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d.update(strategy="Z")), "Unknown box strategy 'Z'"),

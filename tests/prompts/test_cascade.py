@@ -116,7 +116,7 @@ def oracle(monkeypatch, study):
     truth = study[1]
     calls = []
 
-    def fake(model, frames, prompt, *, cache, key):
+    def fake(model, frames, prompt, *, cache, key, resume=None):
         calls.append(prompt.name)
         zs = range(prompt.z_min, prompt.z_max + 1)
         logits = np.where(truth[prompt.z_min : prompt.z_max + 1] == LABELS[prompt.name], 4.0, -4.0)
@@ -162,8 +162,8 @@ def test_cascade_keeps_the_first_prompt_of_an_organ_the_first_pass_lost(study, o
     first = first_pass_prompts(truth, LABELS, Strategy.C)
     real = ms.propagate_organ
 
-    def loses_spleen(model, frames, prompt, *, cache, key):
-        out = yield from real(model, frames, prompt, cache=cache, key=key)
+    def loses_spleen(model, frames, prompt, *, cache, key, resume=None):
+        out = yield from real(model, frames, prompt, cache=cache, key=key, resume=resume)
         if prompt.name == "spleen":
             out.logits[:] = -4.0
         return out

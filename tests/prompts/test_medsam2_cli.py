@@ -92,3 +92,49 @@ def test_boxes_file_route_and_bad_input(setup, capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and "made for a 148×" in err, err
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_init_mask_then_clicks_and_the_result_replays_to_the_same_segmentation(setup, tmp_path, capsys):
+    """ "Ensemble first, then correct": organs started from a label map's largest slice, corrected with clicks in
+    the saved prompts, run; the result's prompts.json given back to --prompts replays the same segmentation."""
+    from napari_segunc.prompts import load_prompts
+    from napari_segunc.prompts.corrections import Click, Correction
+
+    study, paths, ckpt, root = setup
+    base = ["medsam2", str(paths["image"]), "--checkpoint", str(ckpt), "--image-size", "64", "--device", "cpu", "-q"]
+    started = tmp_path / "started"
+    labels = "kidney_left=3,spleen=4"
+    assert main([*base, "--init-mask", str(paths["truth"]), "--labels", labels, "--out", str(started)]) == 0
+    first = load_prompts(started / "prompts.json")
+    truth = study.truth.data
+    for organ, value in ((first.organ("kidney_left"), 3), (first.organ("spleen"), 4)):
+        areas = (truth == value).sum(axis=(1, 2))
+        (init,) = organ.corrections
+        assert organ.boxes == () and init.mask is not None and init.z == int(np.argmax(areas))
+        assert np.array_equal(init.mask.mask, truth[init.z] == value)
+        assert (organ.z_min, organ.z_max) == tuple(int(z) for z in np.flatnonzero(areas)[[0, -1]])
+    spleen = first.organ("spleen")
+    z = spleen.z_min + 1
+    ys, xs = np.nonzero(truth[z] == 4)
+    corrected = first.replace(spleen.with_correction(Correction(clicks=(Click(z, int(ys[0]), int(xs[0])),))))
+    prompts_file = save_prompts(corrected, tmp_path / "corrected.json")
+    assert json.loads(prompts_file.read_text())["version"] == 2
+
+    run1 = tmp_path / "run1"
+    assert main([*base, "--prompts", str(prompts_file), "--out", str(run1)]) == 0
+    replay = tmp_path / "replay"
+    assert main([*base, "--prompts", str(run1 / "prompts.json"), "--strategy", "A", "--out", str(replay)]) == 0
+    seg1 = read_volume(run1 / "segmentation.nii.gz", kind="labels").data
+    seg2 = read_volume(replay / "segmentation.nii.gz", kind="labels").data
+    assert np.array_equal(seg1, seg2) and set(np.unique(seg1)) <= {0, 3, 4}
+    p1 = read_probabilities(run1 / "probabilities.nii.gz").data
+    p2 = read_probabilities(replay / "probabilities.nii.gz").data
+    np.testing.assert_allclose(p1, p2, atol=1e-6)
+    assert load_prompts(replay / "prompts.json") == corrected  # the replay's prompts are the corrected ones
+    started_seg = read_volume(started / "segmentation.nii.gz", kind="labels").data
+    assert not np.array_equal(started_seg, seg1)  # the click changed the spleen
+
+    # --init-mask with none of the organs present: one sentence, exit 2
+    capsys.readouterr()
+    assert main([*base, "--init-mask", str(paths["truth"]), "--labels", "aorta=9", "--out", str(tmp_path / "x")]) == 2
+    assert "None of the organs ['aorta'] is present" in capsys.readouterr().err

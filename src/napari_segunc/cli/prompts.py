@@ -49,6 +49,7 @@ def _cmd_medsam2(args: argparse.Namespace) -> int:
         out=args.out,
         boxes=args.boxes,
         from_mask=args.from_mask,
+        init_mask=args.init_mask,
         labels=parse_labels(args.labels),
         strategy=args.strategy,
         device=args.device,
@@ -138,9 +139,21 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--image-size", type=int, help="override the model input size (tests)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--boxes", metavar="FILE", help="boxes.json (from `segunc prompts` or the napari panel)")
+    src.add_argument(
+        "--prompts",
+        "--boxes",
+        dest="boxes",
+        metavar="FILE",
+        help="boxes.json with boxes, clicks and masks (segunc prompts, the MedSAM2 dock), or a result's prompts.json "
+        "(replays its final pass: the same segmentation)",
+    )
     src.add_argument("--from-mask", metavar="MASK", help="label map to take the boxes from (e.g. an nnU-Net result)")
-    add_labels(p, "organs of --from-mask as name=value,… or a labels.json")
+    src.add_argument(
+        "--init-mask",
+        metavar="MASK",
+        help="label map to start each organ from: its largest slice, as a SAM2 mask prompt (no boxes)",
+    )
+    add_labels(p, "organs of --from-mask/--init-mask as name=value,… or a labels.json")
     _add_strategy(p, "ABCD", "A/B: one pass; C: second pass boxed from the first; D: C with larger boxes")
     p.add_argument(
         "--no-enlargement",

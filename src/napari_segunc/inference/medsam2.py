@@ -40,6 +40,8 @@ __all__ = [
     "build_model",
     "load_model",
     "propagate_organ",
+    "propagation_rounds",
+    "propagation_steps",
     "resolve_checkpoint",
     "volume_key",
     "window_to_uint8",
@@ -310,7 +312,11 @@ class SliceFrames:
 
 @dataclass
 class OrganLogits:
-    """One organ's mask logits on slices ``z_min..z_max`` of the slice grid (elsewhere: `NO_OBJECT_LOGIT`)."""
+    """One organ's mask logits on slices ``z_min..z_max`` of the slice grid (elsewhere: `NO_OBJECT_LOGIT`).
+
+    `state` is SAM2's inference state after the last propagation (None once another run took it over): a later
+    prompt that only adds corrections to `prompt` resumes from it instead of replaying everything.
+    """
 
     label: int
     name: str
@@ -318,22 +324,63 @@ class OrganLogits:
     z_max: int
     logits: np.ndarray  # (z_max - z_min + 1, y, x) float32
     slices_run: list[int] = field(default_factory=list)  # frames in the order the model produced them
+    prompt: object = field(default=None, repr=False, compare=False)  # the OrganPrompt these logits answer
+    state: dict | None = field(default=None, repr=False, compare=False)
 
     def full(self, shape: Sequence[int]) -> np.ndarray:
         out = np.full(tuple(shape), NO_OBJECT_LOGIT, dtype=np.float32)
         out[self.z_min : self.z_max + 1] = self.logits
         return out
 
+    def resumable_by(self, prompt) -> bool:
+        """Whether `prompt` is this result's prompt plus more corrections, with the inference state still held."""
+        old = self.prompt
+        if self.state is None or old is None:
+            return False
+        same = (old.label, old.z_min, old.z_max, old.boxes) == (prompt.label, prompt.z_min, prompt.z_max, prompt.boxes)
+        n = len(old.corrections)
+        return same and len(prompt.corrections) > n and prompt.corrections[:n] == old.corrections
+
+
+def propagation_rounds(prompt) -> list[tuple[object, int]]:
+    """The interactions `propagate_organ` replays, each with the slice propagation restarts from: the boxes (from
+    the middle box's slice) when there are any, then every correction (from its own slice)."""
+    rounds: list[tuple[object, int]] = [("boxes", prompt.key_z)] if prompt.boxes else []
+    return rounds + [(c, c.z) for c in prompt.corrections]
+
+
+def propagation_steps(prompt, resume: OrganLogits | None = None) -> int:
+    """How many slices `propagate_organ` will run for `prompt` (progress bars; it yields the start slice twice)."""
+    rounds = propagation_rounds(prompt)
+    if resume is not None and resume.resumable_by(prompt):
+        rounds = rounds[len(propagation_rounds(resume.prompt)) :]
+    return len(rounds) * (prompt.z_max - prompt.z_min + 1)  # each round goes over the organ's slices once
+
 
 def propagate_organ(
-    model: MedSAM2Model, frames: SliceFrames, prompt, *, cache: FeatureCache | None, key: str = ""
+    model: MedSAM2Model,
+    frames: SliceFrames,
+    prompt,
+    *,
+    cache: FeatureCache | None,
+    key: str = "",
+    resume: OrganLogits | None = None,
 ) -> Generator[int, None, OrganLogits]:
-    """Propagate one organ's boxes through its z range; yields each slice index as it is done.
+    """Propagate one organ's prompts through its z range; yields each slice index as it is done.
 
     Seed 004 §3.3.2: every box is added as a prompt on its slice, then the masks are propagated from the middle
     box's slice (`prompt.key_z`) up to ``z_max``, then from it down to ``z_min``, in one inference state (the memory
-    bank is never reset between the boxes or the two directions). Uses upstream's `add_new_points_or_box` and
-    `propagate_in_video` only. Stopping the generator stops between two slices.
+    bank is never reset between the boxes or the two directions). Each correction
+    (`napari_segunc.prompts.corrections`) is then replayed in order in the same state, as an annotator makes it: its
+    clicks added with ``add_new_points_or_box(..., clear_old_points=False)`` (on a slice already segmented, SAM2
+    refines that slice's mask) or its slice mask with ``add_new_mask``, then the organ propagated again from the
+    correction's slice up and down. Only upstream's `add_new_points_or_box`, `add_new_mask` and
+    `propagate_in_video` are used.
+
+    `resume`: an earlier result whose prompt this one extends by more corrections (`OrganLogits.resumable_by`):
+    only the new corrections are run, in its inference state, which moves to the new result. Otherwise everything is
+    replayed from a fresh state (the encoder features come from `cache`). Both give the same logits. Stopping the
+    generator stops between two slices.
     """
     import torch
 
@@ -341,24 +388,45 @@ def propagate_organ(
 
     pred = model.predictor
     height, width = frames.volume.shape[1:]
-    out = np.full((prompt.z_max - prompt.z_min + 1, height, width), NO_OBJECT_LOGIT, dtype=np.float32)
-    order: list[int] = []
+    rounds = propagation_rounds(prompt)
     with torch.inference_mode(), model.autocast(), quiet_upstream_progress():
-        state = pred.init_state_from_frames(frames, height, width, cache=cache, volume_key=key)
-        for box in prompt.boxes:
-            pred.add_new_points_or_box(
-                state, frame_idx=box.z, obj_id=int(prompt.label), box=np.asarray(box.as_xyxy(), dtype=np.float32)
-            )
-        k = prompt.key_z
-        passes = [(False, prompt.z_max - k)]
-        if k > prompt.z_min:
-            passes.append((True, k - prompt.z_min))
-        for reverse, n in passes:
-            for z, _ids, masks in pred.propagate_in_video(
-                state, start_frame_idx=k, max_frame_num_to_track=n, reverse=reverse
-            ):
-                if prompt.z_min <= z <= prompt.z_max:
-                    out[z - prompt.z_min] = masks[0, 0].float().cpu().numpy()
-                    order.append(int(z))
-                yield int(z)
-    return OrganLogits(int(prompt.label), prompt.name, int(prompt.z_min), int(prompt.z_max), out, order)
+        if resume is not None and resume.resumable_by(prompt):
+            state, resume.state = resume.state, None
+            rounds = rounds[len(propagation_rounds(resume.prompt)) :]
+            out, order = resume.logits.copy(), list(resume.slices_run)
+        else:
+            state = pred.init_state_from_frames(frames, height, width, cache=cache, volume_key=key)
+            out = np.full((prompt.z_max - prompt.z_min + 1, height, width), NO_OBJECT_LOGIT, dtype=np.float32)
+            order = []
+        obj = int(prompt.label)
+        for interaction, k in rounds:
+            if interaction == "boxes":
+                for box in prompt.boxes:
+                    pred.add_new_points_or_box(
+                        state, frame_idx=box.z, obj_id=obj, box=np.asarray(box.as_xyxy(), dtype=np.float32)
+                    )
+            elif interaction.mask is not None:
+                pred.add_new_mask(state, frame_idx=interaction.mask.z, obj_id=obj, mask=interaction.mask.mask)
+            else:
+                for z in interaction.slices:  # one call per slice, its clicks in the order they were made
+                    clicks = [c for c in interaction.clicks if c.z == z]
+                    pred.add_new_points_or_box(
+                        state,
+                        frame_idx=z,
+                        obj_id=obj,
+                        points=np.asarray([[c.x, c.y] for c in clicks], dtype=np.float32),
+                        labels=np.asarray([1 if c.positive else 0 for c in clicks], dtype=np.int32),
+                        clear_old_points=False,
+                    )
+            passes = [(False, prompt.z_max - k)]
+            if k > prompt.z_min:
+                passes.append((True, k - prompt.z_min))
+            for reverse, n in passes:
+                for z, _ids, masks in pred.propagate_in_video(
+                    state, start_frame_idx=k, max_frame_num_to_track=n, reverse=reverse
+                ):
+                    if prompt.z_min <= z <= prompt.z_max:
+                        out[z - prompt.z_min] = masks[0, 0].float().cpu().numpy()
+                        order.append(int(z))
+                    yield int(z)
+    return OrganLogits(obj, prompt.name, int(prompt.z_min), int(prompt.z_max), out, order, prompt=prompt, state=state)

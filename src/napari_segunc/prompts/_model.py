@@ -11,12 +11,12 @@ import enum
 import hashlib
 import json
 import logging
-import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import InvalidInput
 from ..organs import NO_ENLARGEMENT, ORGAN_ALIASES, canonical_organ_name
+from .corrections import Correction, voxel_index
 
 __all__ = [
     "FORMAT",
@@ -33,7 +33,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT = "napari-segunc boxes"
-FORMAT_VERSION = 1
+#: The version written when some organ holds corrections (clicks, slice masks); box-only sets are written as
+#: version 1, which every napari-segunc reads. Both are read.
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 
 
 class Strategy(str, enum.Enum):
@@ -51,16 +54,6 @@ class Strategy(str, enum.Enum):
     D = "D"
 
 
-def _index(value: Any, what: str) -> int:
-    """`value` as a Python int (numpy integers accepted); `InvalidInput` for floats, bools, strings, None."""
-    if isinstance(value, bool):
-        raise InvalidInput(f"{what} must be a whole number, got {value!r}.")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise InvalidInput(f"{what} must be a whole number, got {value!r}.") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class Box:
     """One box prompt: inclusive voxel bounds ``x_min..x_max``, ``y_min..y_max`` on axial slice `z`.
@@ -76,7 +69,7 @@ class Box:
 
     def __post_init__(self) -> None:
         for field in ("z", "x_min", "y_min", "x_max", "y_max"):
-            object.__setattr__(self, field, _index(getattr(self, field), f"A box's {field} (a voxel index)"))
+            object.__setattr__(self, field, voxel_index(getattr(self, field), f"A box's {field} (a voxel index)"))
 
     def as_xyxy(self) -> list[int]:
         """``[x_min, y_min, x_max, y_max]``, what SAM2's ``add_new_points_or_box(box=...)`` takes."""
@@ -85,7 +78,7 @@ class Box:
 
 @dataclasses.dataclass(frozen=True)
 class OrganPrompt:
-    """The boxes of one organ and the slice range its mask is propagated over.
+    """The boxes of one organ, the corrections made since, and the slice range its mask is propagated over.
 
     Attributes
     ----------
@@ -96,9 +89,13 @@ class OrganPrompt:
     z_min, z_max : int
         First and last axial slice of the propagation, inclusive.
     boxes : tuple of Box
-        At least one, inside ``z_min..z_max``, at most one per slice; stored sorted by z.
+        Inside ``z_min..z_max``, at most one per slice; stored sorted by z. At least one unless the organ has
+        corrections (an organ may start from clicks or a slice mask alone).
     enlargeable : bool
         False for organs strategy D never enlarges (`NO_ENLARGEMENT`).
+    corrections : tuple of Correction
+        Clicks and slice masks in the order they were made (`napari_segunc.prompts.corrections`), each inside
+        ``z_min..z_max``.
 
     Raises
     ------
@@ -112,17 +109,19 @@ class OrganPrompt:
     z_max: int
     boxes: tuple[Box, ...]
     enlargeable: bool = True
+    corrections: tuple[Correction, ...] = ()
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise InvalidInput(f"Every organ needs a name; label {self.label!r} has {self.name!r}.")
         who = f"The prompt for '{self.name}'"
-        object.__setattr__(self, "label", _index(self.label, f"{who}: the label"))
-        object.__setattr__(self, "z_min", _index(self.z_min, f"{who}: z_min"))
-        object.__setattr__(self, "z_max", _index(self.z_max, f"{who}: z_max"))
+        object.__setattr__(self, "label", voxel_index(self.label, f"{who}: the label"))
+        object.__setattr__(self, "z_min", voxel_index(self.z_min, f"{who}: z_min"))
+        object.__setattr__(self, "z_max", voxel_index(self.z_max, f"{who}: z_max"))
         object.__setattr__(self, "enlargeable", bool(self.enlargeable))
         boxes = tuple(sorted(self.boxes, key=lambda b: b.z))
         object.__setattr__(self, "boxes", boxes)
+        object.__setattr__(self, "corrections", tuple(self.corrections))
         who = f"{who} (label {self.label})"
         if self.label < 1:
             raise InvalidInput(f"{who} needs a label value of 1 or more (0 is the background).")
@@ -131,8 +130,17 @@ class OrganPrompt:
                 f"{who} has the slice range {self.z_min}..{self.z_max}; it must start at 0 or more "
                 "and not end before it starts."
             )
-        if not boxes:
-            raise InvalidInput(f"{who} has no box; give it at least one.")
+        if not boxes and not self.corrections:
+            raise InvalidInput(f"{who} has no box and no click; give it at least one.")
+        for c in self.corrections:
+            if not isinstance(c, Correction):
+                raise InvalidInput(f"{who} holds {c!r}, which is not a Correction.")
+            outside = [z for z in c.slices if not self.z_min <= z <= self.z_max]
+            if outside:
+                raise InvalidInput(
+                    f"{who} has a correction on slice {outside[0]}, outside its slice range "
+                    f"{self.z_min}..{self.z_max}; widen the range first."
+                )
         for b in boxes:
             if not isinstance(b, Box):
                 raise InvalidInput(f"{who} holds {b!r}, which is not a Box.")
@@ -152,12 +160,32 @@ class OrganPrompt:
 
     @property
     def key_z(self) -> int:
-        """Slice of the middle box (lower middle for an even count), where propagation starts."""
+        """Slice of the middle box (lower middle for an even count), where propagation starts; without boxes,
+        the first correction's slice."""
+        if not self.boxes:
+            return self.corrections[0].z
         return self.boxes[(len(self.boxes) - 1) // 2].z
 
+    def with_correction(self, correction: Correction) -> OrganPrompt:
+        """This prompt with one more correction at the end (the slice range widened to hold it)."""
+        zs = correction.slices
+        return dataclasses.replace(
+            self,
+            z_min=min(self.z_min, *zs),
+            z_max=max(self.z_max, *zs),
+            corrections=(*self.corrections, correction),
+        )
+
+    def without_corrections(self) -> OrganPrompt:
+        """The boxes alone (what a new box round starts from)."""
+        return dataclasses.replace(self, corrections=())
+
     def fingerprint(self) -> str:
-        """SHA-256 hex digest of (label, name, z_min, z_max, boxes): equal prompts give equal fingerprints."""
+        """SHA-256 hex digest of (label, name, z_min, z_max, boxes, corrections): equal prompts give equal
+        fingerprints."""
         key = [self.label, self.name, self.z_min, self.z_max, [[b.z, *b.as_xyxy()] for b in self.boxes]]
+        if self.corrections:
+            key.append([c.key() for c in self.corrections])
         return hashlib.sha256(json.dumps(key, separators=(",", ":")).encode()).hexdigest()
 
     def outside(self, shape: Sequence[int]) -> str | None:
@@ -168,13 +196,17 @@ class OrganPrompt:
         for b in self.boxes:
             if b.x_max >= nx or b.y_max >= ny:
                 return f"its box {b.as_xyxy()} on slice {b.z} goes past x {nx - 1} or y {ny - 1}"
+        for c in self.corrections:
+            problem = c.outside(shape)
+            if problem:
+                return problem
         return None
 
 
 def grid_shape(shape: Any) -> tuple[int, int, int]:
     """Three positive whole voxel counts (z, y, x), or `InvalidInput`."""
     try:
-        out = tuple(_index(n, "A grid size (voxels)") for n in shape)
+        out = tuple(voxel_index(n, "A grid size (voxels)") for n in shape)
     except TypeError:
         out = ()
     if len(out) != 3 or min(out) < 1:
@@ -284,9 +316,10 @@ class PromptSet:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form written to ``boxes.json`` (format in `napari_segunc.prompts.boxes`)."""
+        corrected = any(o.corrections for o in self.organs)
         return {
             "format": FORMAT,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if corrected else 1,
             "shape_zyx": list(self.shape),
             "strategy": self.strategy.value if self.strategy is not None else None,
             "source": self.source,
@@ -299,6 +332,7 @@ class PromptSet:
                     "z_max": o.z_max,
                     "enlargeable": o.enlargeable,
                     "boxes": [{"z": b.z, "box": b.as_xyxy()} for b in o.boxes],
+                    **({"corrections": [c.to_dict() for c in o.corrections]} if o.corrections else {}),
                 }
                 for o in self.organs
             ],
@@ -331,15 +365,22 @@ def _from_dict(cls: type[PromptSet], d: Any) -> PromptSet:
     _keys(d, {"format", "version", "shape_zyx", "organs"}, {"strategy", "source", "missing"}, "The file")
     if d["format"] != FORMAT:
         raise InvalidInput(f"its format is {d['format']!r}, not {FORMAT!r}.")
-    if type(d["version"]) is not int or d["version"] != FORMAT_VERSION:
-        raise InvalidInput(f"it is version {d['version']!r}; this napari-segunc reads version {FORMAT_VERSION}.")
+    if type(d["version"]) is not int or d["version"] not in READ_VERSIONS:
+        raise InvalidInput(
+            f"it is version {d['version']!r}; this napari-segunc reads versions {', '.join(map(str, READ_VERSIONS))}."
+        )
     if not isinstance(d["organs"], list) or not isinstance(d.get("missing", []), list):
         raise InvalidInput("'organs' and 'missing' must be lists.")
     if not isinstance(d.get("source", ""), str):
         raise InvalidInput("'source' must be a text.")
     organs = []
     for i, o in enumerate(d["organs"]):
-        _keys(o, _ORGAN_KEYS, {"enlargeable"}, f"Organ entry {i + 1}")
+        _keys(
+            o,
+            _ORGAN_KEYS,
+            {"enlargeable", "corrections"} if d["version"] >= 2 else {"enlargeable"},
+            f"Organ entry {i + 1}",
+        )
         who = f"The prompt for '{o['name']}'"
         if not isinstance(o["boxes"], list) or not isinstance(o.get("enlargeable", True), bool):
             raise InvalidInput(f"{who}: 'boxes' must be a list and 'enlargeable' true or false.")
@@ -349,9 +390,18 @@ def _from_dict(cls: type[PromptSet], d: Any) -> PromptSet:
             if not isinstance(b["box"], list) or len(b["box"]) != 4:
                 raise InvalidInput(f"{who}: a box is [x_min, y_min, x_max, y_max], got {b['box']!r}.")
             boxes.append(Box(b["z"], *b["box"]))
+        if not isinstance(o.get("corrections", []), list):
+            raise InvalidInput(f"{who}: 'corrections' must be a list.")
+        corrections = tuple(Correction.from_dict(c, who) for c in o.get("corrections", []))
         organs.append(
             OrganPrompt(
-                o["label"], o["name"], o["z_min"], o["z_max"], tuple(boxes), enlargeable=o.get("enlargeable", True)
+                o["label"],
+                o["name"],
+                o["z_min"],
+                o["z_max"],
+                tuple(boxes),
+                enlargeable=o.get("enlargeable", True),
+                corrections=corrections,
             )
         )
     return cls(d["shape_zyx"], tuple(organs), d.get("strategy"), d.get("source", ""), tuple(d.get("missing", [])))

@@ -68,6 +68,7 @@ __all__ = [
     "canonical_organ_name",
     "enlarge_prompt",
     "enlarge_prompts",
+    "is_result_prompts",
     "load_prompts",
     "organ_prompt_from_mask",
     "prompts_from_mask",
@@ -400,7 +401,8 @@ def save_prompts(prompts: PromptSet, path: str | os.PathLike, *, overwrite: bool
 
 
 def load_prompts(path: str | os.PathLike) -> PromptSet:
-    """Read a ``boxes.json`` written by `save_prompts` (or by hand).
+    """Read a ``boxes.json`` written by `save_prompts` (or by hand), or the final pass of a MedSAM2 result's
+    ``prompts.json`` (what replays that result: `is_result_prompts`).
 
     Raises
     ------
@@ -419,4 +421,22 @@ def load_prompts(path: str | os.PathLike) -> PromptSet:
         raise InvalidInput(f"{p} cannot be read as a text file ({exc}).") from None
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{p} is not a JSON file ({exc.msg}, line {exc.lineno}); it holds no box prompts.") from None
+    if isinstance(d, dict) and "passes" in d:  # a `segunc medsam2` result's prompts.json: its final pass
+        return _final_pass(d, p)
     return PromptSet.from_dict(d, source_file=str(p))
+
+
+def _final_pass(d: dict, p: Path) -> PromptSet:
+    passes = d["passes"]
+    if not isinstance(passes, list) or not passes:
+        raise InvalidInput(f"{p} is not a usable prompt file: its 'passes' must be a non-empty list.")
+    return PromptSet.from_dict(passes[-1], source_file=str(p))
+
+
+def is_result_prompts(path: str | os.PathLike) -> bool:
+    """Whether `path` is a MedSAM2 result's ``prompts.json`` (every pass) rather than one prompt set."""
+    try:
+        d = json.loads(Path(path).expanduser().read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(d, dict) and "passes" in d

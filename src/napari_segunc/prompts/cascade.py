@@ -106,6 +106,33 @@ def fuse_organ_logits(organs: Sequence, shape: Sequence[int]) -> FusedSegmentati
     return FusedSegmentation(probs, labels, seg, entropy)
 
 
+def mask_prompts(mask: np.ndarray, labels: Mapping[str, int], *, source: str = "") -> PromptSet:
+    """Prompts that start each organ from one slice of an existing label map ("ensemble first, then correct").
+
+    Each organ of `labels` present in `mask` gets its slice range from the mask and no box: one `SliceMask`
+    correction, the organ on its largest axial cross-section (the lowest such slice on a tie), which SAM2 takes
+    through ``add_new_mask`` and propagates up and down. Clicks can then correct it like any other prompt.
+    """
+    from .boxes import OrganPrompt
+    from .corrections import Correction, SliceMask
+
+    mask = np.asarray(mask)
+    organs, missing = [], []
+    for name, value in sorted(labels.items(), key=lambda kv: kv[1]):
+        if value == 0:
+            continue
+        organ = mask == value
+        areas = organ.sum(axis=(1, 2))
+        zs = np.flatnonzero(areas)
+        if zs.size == 0:
+            missing.append(name)
+            continue
+        z = int(np.argmax(areas))
+        init = Correction(mask=SliceMask(z, organ[z], source=source))
+        organs.append(OrganPrompt(int(value), name, int(zs[0]), int(zs[-1]), (), corrections=(init,)))
+    return PromptSet(mask.shape, tuple(organs), None, source, tuple(missing))
+
+
 def first_pass_prompts(mask: np.ndarray, labels: Mapping[str, int], strategy: Strategy | str, **kw) -> PromptSet:
     """Prompts of the first pass from a label map: Strategy A → one box per organ, B/C/D → three (seed 004)."""
     strategy = Strategy(strategy)
@@ -189,17 +216,24 @@ class MedSAM2Session:
     def _organ_key(self, organ) -> str:
         return f"{self.key}:{organ.fingerprint()}"
 
+    def _resumable(self, organ):
+        """A stored result whose inference state `organ` can continue (it only adds corrections), or None."""
+        return next((r for r in self._store.values() if r.resumable_by(organ)), None)
+
     def segment_job(self, prompts: PromptSet, *, _step: list | None = None) -> Generator[Progress, None, PassResult]:
         """One pass: propagate every organ whose prompts changed since it was last run, then fuse all organs."""
-        from ..inference.medsam2 import propagate_organ
+        from ..inference.medsam2 import propagate_organ, propagation_steps
 
         prompts.validate_for(self.shape)
         t0 = time.perf_counter()
         todo = [o for o in prompts.organs if self._organ_key(o) not in self._store]
-        total = sum(o.z_max - o.z_min + 1 for o in todo) + 1
+        resumes = {o.label: self._resumable(o) for o in todo}
+        total = sum(propagation_steps(o, resumes[o.label]) for o in todo) + 1
         step = 0
         for organ in todo:
-            job = propagate_organ(self.model, self.frames, organ, cache=self.cache, key=self.key)
+            job = propagate_organ(
+                self.model, self.frames, organ, cache=self.cache, key=self.key, resume=resumes[organ.label]
+            )
             while True:
                 try:
                     z = next(job)
@@ -207,7 +241,7 @@ class MedSAM2Session:
                     self._store[self._organ_key(organ)] = stop.value
                     break
                 step += 1
-                yield Progress(step, total, f"MedSAM2: {organ.name}, slice {z}")
+                yield Progress(min(step, total - 1), total, f"MedSAM2: {organ.name}, slice {z}")
         organs = [self._store[self._organ_key(o)] for o in prompts.organs]
         fused = fuse_organ_logits(organs, self.shape)
         yield Progress(total, total, "MedSAM2: organs fused")

@@ -16,8 +16,8 @@ from ..io.outputs import check_outputs
 from ..io.writers import atomic_write
 from ..progress import Progress
 from ..volume import VolumeKind, check_same_grid
-from .boxes import Strategy, load_prompts
-from .cascade import CascadeResult, MedSAM2Session, first_pass_prompts
+from .boxes import Strategy, is_result_prompts, load_prompts
+from .cascade import CascadeResult, MedSAM2Session, first_pass_prompts, mask_prompts
 
 __all__ = ["default_window", "medsam2_files_job", "write_medsam2_outputs"]
 
@@ -40,6 +40,7 @@ def medsam2_files_job(
     out: str | Path,
     boxes: str | None = None,
     from_mask: str | None = None,
+    init_mask: str | None = None,
     labels: Mapping[str, int] | None = None,
     strategy: Strategy | str = Strategy.B,
     device: str = "auto",
@@ -49,23 +50,40 @@ def medsam2_files_job(
     no_enlargement: Iterable[str] | None = None,
     overwrite: bool = False,
 ) -> Generator[Progress, None, dict]:
-    """Read the image and the prompts (``boxes.json`` or a label map), run the cascade, write the results.
+    """Read the image and the prompts, run the cascade, write the results.
 
+    The prompts come from one of: `boxes` (a ``boxes.json`` with boxes and corrections, or a result's
+    ``prompts.json``, whose final pass is replayed as one pass: the same segmentation), `from_mask` (boxes placed on
+    a label map) or `init_mask` (each organ started from its largest slice of a label map, `mask_prompts`).
     Outputs are checked to be writable before the model runs (existing files need `overwrite`).
     """
     from ..inference.medsam2 import load_model
 
-    if (boxes is None) == (from_mask is None):
-        raise InvalidInput("Give the prompts either as a boxes.json file (--boxes) or as a label map (--from-mask).")
+    if sum(x is not None for x in (boxes, from_mask, init_mask)) != 1:
+        raise InvalidInput(
+            "Give the prompts one way: a prompt file (--prompts/--boxes), a label map to place boxes on (--from-mask) "
+            "or a label map to start each organ from (--init-mask)."
+        )
     strategy = Strategy(strategy)
     out = Path(out)
-    check_outputs([out / n for n in OUTPUTS], inputs=[image_path, boxes, from_mask, checkpoint], overwrite=overwrite)
+    inputs = [image_path, boxes, from_mask, init_mask, checkpoint]
+    check_outputs([out / n for n in OUTPUTS], inputs=inputs, overwrite=overwrite)
     t0 = time.perf_counter()
     yield Progress(0, 1, f"reading {image_path}")
     image = read_volume(image_path)
+    replay = boxes is not None and is_result_prompts(boxes)
     if boxes is not None:
         prompts = load_prompts(boxes)
         prompts.validate_for(image.shape)
+        if replay:
+            log.info("%s is a MedSAM2 result: its final pass is replayed as one pass", boxes)
+    elif init_mask is not None:
+        mask = read_volume(init_mask, kind="labels")
+        check_same_grid(image, mask)
+        labels = labels or {f"label_{v}": int(v) for v in np.unique(mask.data) if v != 0}
+        prompts = mask_prompts(mask.data, labels, source=f"init-mask:{init_mask}")
+        if not prompts.organs:
+            raise InvalidInput(f"None of the organs {sorted(labels)} is present in {init_mask}: nothing to start from.")
     else:
         mask = read_volume(from_mask, kind="labels")
         check_same_grid(image, mask)
@@ -80,7 +98,10 @@ def medsam2_files_job(
     model = load_model(checkpoint, config=config, device=device, image_size=image_size)
     t_load = time.perf_counter()
     session = MedSAM2Session(model, image.data, window=window)
-    result = yield from session.cascade_job(prompts, strategy, no_enlargement=no_enlargement)
+    if replay:  # the final pass's prompts alone give the final segmentation
+        result = CascadeResult(strategy, [(yield from session.segment_job(prompts))])
+    else:
+        result = yield from session.cascade_job(prompts, strategy, no_enlargement=no_enlargement)
     timings = {
         "device": str(model.device),
         "config": config,
