@@ -24,23 +24,21 @@ import time
 import numpy as np
 
 
-def main() -> None:
+def setup(description: str):
+    """The arguments, device, phantom, randomly initialised MedSAM2 and Strategy B boxes both MedSAM2 benches use."""
     import torch
 
-    from napari_segunc.inference.device import select_device, torch_threads
+    from napari_segunc.inference.device import select_device
     from napari_segunc.inference.medsam2 import MedSAM2Model, build_model
     from napari_segunc.phantom import LABELS, make_phantom
-    from napari_segunc.progress import run_job
-    from napari_segunc.prompts import Box, Strategy, prompts_from_mask
-    from napari_segunc.prompts.cascade import MedSAM2Session
+    from napari_segunc.prompts import Strategy, prompts_from_mask
 
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--shape", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"))
     ap.add_argument("--size", type=int, default=512, help="model input size (MedSAM2: 512)")
-    ap.add_argument("--slices", type=int, default=100, help="GPU per-organ timing: volume height")
+    ap.add_argument("--slices", type=int, default=100, help="GPU timing: volume height")
     args = ap.parse_args()
-
     dev, notice = select_device(args.device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "CPU"
     print(notice)
@@ -49,7 +47,19 @@ def main() -> None:
     torch.manual_seed(0)
     model = MedSAM2Model(build_model("medsam2", image_size=args.size, device=dev), dev, "medsam2", args.size)
     prompts = prompts_from_mask(truth, LABELS, strategy=Strategy.B)
-    window = (-160.0, 240.0)
+    return args, dev, name, image, truth, model, prompts, (-160.0, 240.0)
+
+
+def main() -> None:
+    import torch
+
+    from napari_segunc.inference.device import torch_threads
+    from napari_segunc.phantom import LABELS, make_phantom
+    from napari_segunc.progress import run_job
+    from napari_segunc.prompts import Box, Strategy, prompts_from_mask
+    from napari_segunc.prompts.cascade import MedSAM2Session
+
+    args, dev, name, image, truth, model, prompts, window = setup(__doc__)
     with torch_threads():
         t = time.perf_counter()
         session = MedSAM2Session(model, image, window=window)

@@ -608,6 +608,55 @@ CASES = [
         "a_file is a file",
     ),
     C(
+        "clicks-organ-absent",
+        lambda c: [
+            "simulate-clicks",
+            _ph(c),
+            "--truth",
+            str(c.s / "truth.nii.gz"),
+            "--labels",
+            "liver=1,aorta=9",
+            "--checkpoint",
+            str(c.s / "garbage.pth"),
+            "--out",
+            str(c.w / "sim"),
+        ],
+        "truth.nii.gz holds no voxel of aorta",
+    ),
+    C(
+        "clicks-truth-fractional",
+        lambda c: [
+            "simulate-clicks",
+            _ph(c),
+            "--truth",
+            str(c.s / "fractional_labels.nii.gz"),
+            "--checkpoint",
+            str(c.s / "garbage.pth"),
+            "--out",
+            str(c.w / "sim"),
+        ],
+        "fractional_labels.nii.gz",
+    ),
+    C(
+        "clicks-negative",
+        lambda c: [
+            "simulate-clicks",
+            _ph(c),
+            "--truth",
+            str(c.s / "truth.nii.gz"),
+            "--clicks",
+            "-1",
+            "--out",
+            str(c.w),
+        ],
+        "--clicks and --box-shift must be 0 or more",
+    ),
+    C(
+        "clicks-out-under-file",
+        lambda c: ["simulate-clicks", _ph(c), "--truth", str(c.s / "truth.nii.gz"), "--out", str(c.s / "a_file" / "s")],
+        "a_file is a file",
+    ),
+    C(
         "atlas-exists",
         lambda c: [
             "atlas-prompts",
@@ -710,6 +759,7 @@ def test_battery_size():
         "prompts",
         "medsam2",
         "atlas-prompts",
+        "simulate-clicks",
         "predict",
     }
 

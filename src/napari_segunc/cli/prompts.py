@@ -68,6 +68,37 @@ def _cmd_medsam2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate_clicks(args: argparse.Namespace) -> int:
+    from ..progress import run_job
+    from ..prompts.pipeline import simulate_clicks_files_job
+
+    job = simulate_clicks_files_job(
+        args.image,
+        args.truth,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        labels=parse_labels(args.labels),
+        n_clicks=args.clicks,
+        box_shift=args.box_shift,
+        device=args.device,
+        config=args.config,
+        image_size=args.image_size,
+        window=parse_window(args.window),
+        overwrite=args.overwrite,
+    )
+    done = run_job(job, None if args.quiet else print_progress)
+    if done["notice"]:
+        print(done["notice"], file=sys.stderr)
+    for step in done["result"].steps:
+        prompt = "box" if step.index == 0 else f"click {step.index}"
+        organs = ", ".join(f"{name} {d:.3f}" for name, d in step.dice.items())
+        print(f"{prompt:8s} mean Dice {step.mean_dice:.3f} in {step.seconds:.2f} s ({organs})")
+    s = done["summary"]
+    auc = f"DSC-AUC {s['dice_auc']:.3f} (of 4), " if s["dice_auc"] is not None else ""
+    print(f"{auc}final Dice {s['final_dice']:.3f} → {args.out}")
+    return 0
+
+
 def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -114,6 +145,26 @@ def _cmd_atlas_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_model(p: argparse.ArgumentParser) -> None:
+    """The MedSAM2 model: ``--checkpoint``, ``--config``, ``--image-size``."""
+    p.add_argument("--checkpoint", help="MedSAM2/SAM2.1 checkpoint .pt (default: $SEGUNC_MEDSAM2_CHECKPOINT)")
+    p.add_argument(
+        "--config",
+        default="medsam2",
+        help="architecture: medsam2 (sam2.1_hiera_t at 512 px) or sam2.1_hiera_t|s|b+|l",
+    )
+    p.add_argument("--image-size", type=int, help="override the model input size (tests)")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """What a MedSAM2 run needs besides its prompts: ``--window``, ``--device``, ``--out``, overwrite, quiet."""
+    p.add_argument("--window", metavar="LOW,HIGH", help="intensity window (default: the image's display window)")
+    add_device(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_overwrite(p)
+    add_quiet(p)
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``prompts``, ``medsam2`` and ``atlas-prompts`` to the ``segunc`` subparsers."""
     p = sub.add_parser("prompts", help="MedSAM2 box prompts (boxes.json) from an organ label map")
@@ -131,13 +182,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("medsam2", help="MedSAM2 segmentation from box prompts, with the cascade")
     p.add_argument("image", help="the image (NIfTI, NRRD, MHA or a DICOM folder)")
-    p.add_argument("--checkpoint", help="MedSAM2/SAM2.1 checkpoint .pt (default: $SEGUNC_MEDSAM2_CHECKPOINT)")
-    p.add_argument(
-        "--config",
-        default="medsam2",
-        help="architecture: medsam2 (sam2.1_hiera_t at 512 px) or sam2.1_hiera_t|s|b+|l",
-    )
-    p.add_argument("--image-size", type=int, help="override the model input size (tests)")
+    _add_model(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument(
         "--prompts",
@@ -160,12 +205,24 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
         metavar="NAMES",
         help="organs D never enlarges (default: aorta, IVC, adrenal glands)",
     )
-    p.add_argument("--window", metavar="LOW,HIGH", help="intensity window (default: the image's display window)")
-    add_device(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    add_overwrite(p)
-    add_quiet(p)
+    _add_run_options(p)
     p.set_defaults(func=_cmd_medsam2)
+
+    p = sub.add_parser("simulate-clicks", help="simulated annotator: a box, then 5 clicks (CVPR 2025)")
+    p.add_argument("image", help="the image (NIfTI, NRRD, MHA or a DICOM folder)")
+    p.add_argument("--truth", required=True, metavar="MASK", help="the reference label map the annotator follows")
+    add_labels(p, "organs of --truth as name=value,… or a labels.json (default: every label)")
+    _add_model(p)
+    p.add_argument("--clicks", type=int, default=5, metavar="N", help="click steps after the box (default 5)")
+    p.add_argument(
+        "--box-shift",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="widen the initial box by PX × size/256 pixels (the challenge draws 0-5 at random; default 0)",
+    )
+    _add_run_options(p)
+    p.set_defaults(func=_cmd_simulate_clicks)
 
     p = sub.add_parser("atlas-prompts", help="MedSAM2 box prompts from atlases registered to the image")
     p.add_argument("target", help="the image to prompt (NIfTI, NRRD, MHA or a DICOM folder)")

@@ -19,7 +19,7 @@ from ..volume import VolumeKind, check_same_grid
 from .boxes import Strategy, is_result_prompts, load_prompts
 from .cascade import CascadeResult, MedSAM2Session, first_pass_prompts, mask_prompts
 
-__all__ = ["default_window", "medsam2_files_job", "write_medsam2_outputs"]
+__all__ = ["default_window", "medsam2_files_job", "simulate_clicks_files_job", "write_medsam2_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +154,90 @@ def _write_medsam2_files(result: CascadeResult, grid, out: Path, *, timings: dic
         text = json.dumps(payload, indent=1)
         written[name] = atomic_write(out / f"{name}.json", lambda p, t=text: p.write_text(t), overwrite=overwrite)
     return written
+
+
+SIMULATION_OUTPUTS = ("segmentation.nii.gz", "prompts.json", "clicks.csv", "summary.json")
+
+
+def simulate_clicks_files_job(
+    image_path: str,
+    truth_path: str,
+    *,
+    checkpoint: str | None,
+    out: str | Path,
+    labels: Mapping[str, int] | None = None,
+    n_clicks: int = 5,
+    box_shift: int = 0,
+    device: str = "auto",
+    config: str = "medsam2",
+    image_size: int | None = None,
+    window: tuple[float, float] | None = None,
+    overwrite: bool = False,
+) -> Generator[Progress, None, dict]:
+    """``segunc simulate-clicks``: the CVPR 2025 protocol (`napari_segunc.prompts.simulate`) on one image, written.
+
+    Writes the last segmentation, ``prompts.json`` (the box and every click: ``segunc medsam2 --prompts`` replays
+    it), ``clicks.csv`` (one row per step and organ: Dice, the click, seconds) and ``summary.json`` (mean Dice per
+    step, DSC-AUC, final Dice, latencies, the model).
+    """
+    import csv
+    import io as _io
+
+    from ..inference.medsam2 import load_model
+    from .simulate import simulate_clicks_job
+
+    if n_clicks < 0 or box_shift < 0:
+        raise InvalidInput(f"--clicks and --box-shift must be 0 or more, got {n_clicks} and {box_shift}.")
+    out = Path(out)
+    check_outputs(
+        [out / n for n in SIMULATION_OUTPUTS], inputs=[image_path, truth_path, checkpoint], overwrite=overwrite
+    )
+    yield Progress(0, 1, f"reading {image_path}")
+    image = read_volume(image_path)
+    truth = read_volume(truth_path, kind="labels")
+    check_same_grid(image, truth)
+    if labels is None:
+        labels = {f"label_{v}": int(v) for v in np.unique(truth.data) if v != 0}
+    absent = [n for n, v in labels.items() if v != 0 and not (truth.data == v).any()]
+    if absent:
+        raise InvalidInput(f"{truth_path} holds no voxel of {', '.join(absent)}; the annotator needs every organ.")
+    window = tuple(window) if window is not None else default_window(image)
+    yield Progress(0, 1, f"loading the model ({config})")
+    model = load_model(checkpoint, config=config, device=device, image_size=image_size)
+    session = MedSAM2Session(model, image.data, window=window)
+    sim = yield from simulate_clicks_job(session, truth.data, labels, n_clicks=n_clicks, box_shift=box_shift)
+    summary = {
+        "protocol": "CVPR 2025 interactive: box, then up to 5 clicks at the largest error's deepest voxel",
+        "device": str(model.device),
+        "config": config,
+        "checkpoint": str(model.checkpoint),
+        "window": list(window),
+        "clicks": n_clicks,
+        "box_shift": box_shift,
+        "mean_dice_per_step": [round(s.mean_dice, 6) for s in sim.steps],
+        "seconds_per_step": [round(s.seconds, 4) for s in sim.steps],
+        "dice_auc": round(sim.dice_auc, 6) if n_clicks >= 2 else None,
+        "final_dice": round(sim.final_dice, 6),
+        "encoder_runs": session.cache.encoder_runs,
+        "note": model.notice or "",
+    }
+    rows = sim.rows()
+    buffer = _io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({**r, "click_zyx": " ".join(map(str, r["click_zyx"])) if r["click_zyx"] else ""} for r in rows)
+    from ..io.outputs import relocate, staged_folder
+
+    with staged_folder(out, overwrite=overwrite) as stage:
+        seg = image.with_data(sim.segmentation, kind=VolumeKind.LABELS, name="simulated annotator segmentation")
+        written = {"segmentation": write_volume(seg, stage / "segmentation.nii.gz", overwrite=False)}
+        for name, text in (
+            ("prompts", json.dumps(sim.prompts.to_dict(), indent=1)),
+            ("clicks", buffer.getvalue()),
+            ("summary", json.dumps(summary, indent=1)),
+        ):
+            suffix = "csv" if name == "clicks" else "json"
+            written[name] = atomic_write(
+                stage / f"{name}.{suffix}", lambda p, t=text: p.write_text(t, encoding="utf-8"), overwrite=False
+            )
+    return {"result": sim, "summary": summary, "written": relocate(written, stage, out), "notice": model.notice}
