@@ -110,6 +110,37 @@ def main() -> int:
     viewer.dims.set_current_step(0, z)
     shot("medsam2")
 
+    # the click workflow: run, then a positive and a negative click on the liver where a simulated annotator puts
+    # them (against the ensemble's labels); each click reruns the liver; the random model's masks stay hidden
+    import numpy as np
+
+    from napari_segunc.prompts.simulate import next_click
+
+    med.image_size = 64
+    med.device_combo.setCurrentText("cpu")
+    med.run()
+    wait(app, med, until=lambda: med.result is not None)
+    reference = np.asarray(viewer.layers["ensemble segmentation"].data) == 1
+    med.organ_table.selectRow(0)
+    med.start_clicking()
+    clicks = med.boxes.clicks_layer("liver")
+    for positive in (True, False):
+        if med.boxes.positive != positive:
+            med.toggle_polarity()
+        seg = med.result.final.fused.segmentation == 1
+        click = next_click(seg, reference)
+        if click.positive != positive:  # the annotator's click has the other sign: use its mirror on this slice
+            ys, xs = np.nonzero(reference[z] == positive)
+            click = type(click)(z, int(ys[len(ys) // 2]), int(xs[len(xs) // 2]), positive)
+        clicks.add([z, click.y, click.x] if click.z != z else [click.z, click.y, click.x])
+        wait(app, med, until=lambda: not med.busy)
+        wait(app, med)
+    for layer in viewer.layers:
+        layer.visible = role_of(layer) in (LayerRole.IMAGE, LayerRole.BOXES, LayerRole.CLICKS)
+    viewer.layers.selection.active = clicks
+    viewer.dims.set_current_step(0, z)
+    shot("medsam2_clicks")
+
     import shutil
 
     from napari_segunc._qt._session import review_for

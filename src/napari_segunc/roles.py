@@ -42,6 +42,7 @@ class LayerRole(str, enum.Enum):
     REVIEW_MASK = "review mask"  # the voxels the review queue selected
     ANNOTATION = "annotation"  # the working annotation of an image (holds its review session)
     BOXES = "boxes"  # one organ's MedSAM2 box prompts (Shapes)
+    CLICKS = "clicks"  # one organ's MedSAM2 click prompts (Points: positive / negative, in the order made)
     ATLAS_SCORE = "atlas score"  # an organ's atlas score map (float, 0–1)
     COMPARE_COPY = "compare copy"  # the compare view's image copies (never listed as images)
 

@@ -254,3 +254,107 @@ def test_boxes_from_atlas(medsam2_widget, qtbot, wait_idle, phantom_study):
         assert set(np.unique(layer.data)) <= {0.0, 0.5, 1.0}  # 2 atlases, nearest warp
     assert "from 2 atlas(es)" in widget.status.text()
     assert widget.undo() == "boxes from atlas" and widget.organ_layers() == []
+
+
+def _press(viewer, qtbot, key, modifier=None):
+    """A key pressed on napari's canvas, as a person presses it (the active layer's keys, then the viewer's)."""
+    from qtpy.QtCore import Qt
+
+    canvas = viewer.window._qt_viewer.canvas.native
+    qtbot.keyClick(canvas, key, modifier if modifier is not None else Qt.KeyboardModifier.NoModifier)
+    qtbot.wait(20)
+
+
+def test_clicks_rerun_undo_accept_and_the_keys(medsam2_widget, qtbot, wait_idle, phantom_study, checkpoint):
+    """Boxes, run, then the keyboard: P to click, T to flip the polarity, a click reruns that organ from its kept
+    state (the same labels as the engine given the same prompts), Ctrl+Z / Ctrl+Shift+Z, G to the most uncertain
+    place, Enter to accept; the ensemble disagreement map; the keys released when the dock closes."""
+    from qtpy.QtCore import Qt
+
+    from napari_segunc.prompts.corrections import Correction
+    from napari_segunc.prompts.simulate import next_click
+    from napari_segunc.uncertainty.layers import segmentation_layer
+
+    viewer, widget = medsam2_widget()
+    truth = phantom_study.truth.data
+    ensemble = (truth == 3).astype(np.uint8) * 3  # an "ensemble segmentation" of the left kidney
+    ensemble[:, :, : ensemble.shape[2] // 2] = 0
+    data, kwargs, _ = segmentation_layer(ensemble, phantom_study.image, name="ensemble segmentation")
+    viewer.add_labels(data, **kwargs)
+    widget.boxes_from_mask("truth", labels={"kidney_left": 3}, strategy="A")
+    assert widget.boxes.clicks_layer("kidney_left") is None  # made on the organ's first click (P)
+    widget.run()
+    wait_idle(widget, timeout=120_000)
+    qtbot.waitUntil(lambda: widget.result is not None and "Most uncertain" in widget.status.text(), timeout=10_000)
+    runs = widget._holder["session"].cache.encoder_runs
+    first = widget.result.final.fused.segmentation.copy()
+
+    # the ensemble-vs-MedSAM2 map: 1 where only the ensemble says kidney, 2 where only MedSAM2 does
+    diff = np.asarray(viewer.layers["ensemble vs medsam2"].data)
+    assert np.array_equal(diff == 1, (ensemble == 3) & (first != 3))
+    assert np.array_equal(diff == 2, (first == 3) & (ensemble != 3))
+
+    # G: to the organ's most uncertain slice
+    viewer.layers.selection.active = viewer.layers[phantom_study.image.name]
+    _press(viewer, qtbot, "g")
+    z_uncertain = widget.next_place[0]
+    assert viewer.dims.current_step[0] == z_uncertain
+
+    # P: click mode on the organ's clicks layer (not napari's polygon tool of its boxes layer)
+    widget.organ_table.selectRow(0)
+    viewer.layers.selection.active = widget.boxes.layer("kidney_left")
+    _press(viewer, qtbot, "p")
+    clicks = viewer.layers.selection.active
+    assert clicks.name == "clicks: kidney_left" and clicks.mode == "add"
+    assert widget.boxes.layer("kidney_left").mode != "add_polygon"
+
+    # the simulated annotator's click on this result; T when it must be negative
+    click = next_click(first == 3, truth == 3)
+    if not click.positive:
+        _press(viewer, qtbot, "t")
+    assert widget.boxes.positive == click.positive
+    clicks.add([click.z, click.y, click.x])  # what napari's add mode does with a mouse click
+    assert clicks.features["positive"].tolist() == [click.positive]
+    state = find_review(viewer, viewer.layers[phantom_study.image.name])
+    assert state.history.descriptions[-1] == "click on kidney_left"
+    qtbot.waitUntil(lambda: widget.busy, timeout=5_000)  # the click reran the organ by itself
+    wait_idle(widget, timeout=120_000)
+    qtbot.waitUntil(lambda: "propagated kidney_left;" in widget.status.text(), timeout=10_000)
+    assert widget._holder["session"].cache.encoder_runs == runs  # no slice encoded again
+    corrected = widget.prompts()
+    organ = corrected.organ("kidney_left")
+    assert organ.corrections == (Correction(clicks=(click,)),)
+    # the same prompts through the engine directly: the same labels
+    model = load_model(checkpoint, image_size=64, device="cpu")
+    with torch_threads(max(1, len(os.sched_getaffinity(0)) - 1)):
+        direct = run_job(MedSAM2Session(model, phantom_study.image.data, window=(-160.0, 240.0)).segment_job(corrected))
+    seg = np.asarray(viewer.layers["medsam2 segmentation"].data)
+    assert np.array_equal(seg, direct.fused.segmentation)
+    assert not np.array_equal(seg, first) or np.array_equal(direct.fused.segmentation, first)
+
+    # a second click after the run is the next correction; Ctrl+Z removes it, Ctrl+Shift+Z puts it back
+    widget.rerun_check.setChecked(False)
+    clicks.add([click.z, max(click.y - 1, 0), click.x])
+    assert len(widget.prompts().organ("kidney_left").corrections) == 2
+    viewer.layers.selection.active = viewer.layers[phantom_study.image.name]
+    _press(viewer, qtbot, "z", Qt.KeyboardModifier.ControlModifier)
+    assert len(clicks.data) == 1 and len(widget.prompts().organ("kidney_left").corrections) == 1
+    _press(viewer, qtbot, "z", Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert len(clicks.data) == 2
+    _press(viewer, qtbot, "z", Qt.KeyboardModifier.ControlModifier)
+    assert len(clicks.data) == 1
+
+    # Enter: accept the corrected result into the annotation; the prompts with the click are autosaved
+    _press(viewer, qtbot, Qt.Key.Key_Return)
+    assert np.array_equal(np.asarray(state.layer.data) == 3, seg == 3)
+    state.store.flush()
+    _, saved = state.store.load(state.annotation.grid)
+    assert saved.organ("kidney_left").corrections == (Correction(clicks=(click,)),)
+
+    # the dock shows its keys, and releases them when it closes
+    assert "P click" in widget.keys_label.text() and "T +/−" in widget.keys_label.text()
+    assert any("T" in str(k) for k in viewer.keymap)
+    viewer.window.remove_dock_widget("all")
+    qtbot.wait(50)
+    assert not any(str(k) in ("T", "G", "M") for k in viewer.keymap)
+    assert not any(str(k) in ("P", "T") for k in clicks.keymap)

@@ -67,7 +67,10 @@ def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device
     session.set_window(window)
     if run_all:
         session.forget()
-    job = session.cascade_job(prompts, strategy)
+    if any(o.corrections for o in prompts.organs):
+        job = _corrected_pass(session, prompts, strategy)  # clicks correct the one pass they were made on
+    else:
+        job = session.cascade_job(prompts, strategy)
     while True:
         try:
             report = next(job)
@@ -77,3 +80,12 @@ def _medsam2_job(holder, image, prompts, strategy, *, checkpoint, config, device
         if cancel.is_set():
             job.close()
             return None
+
+
+def _corrected_pass(session, prompts, strategy):
+    """One pass of prompts that hold corrections (a cascade's second pass would replace the corrected boxes)."""
+    from ..prompts import Strategy
+    from ..prompts.cascade import CascadeResult
+
+    one = yield from session.segment_job(prompts)
+    return CascadeResult(Strategy(strategy), [one])

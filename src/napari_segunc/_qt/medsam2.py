@@ -5,8 +5,11 @@ rectangle tool on the current axial slice. The organ's slice range is set from t
 boxes. "Boxes from mask" fills every organ from a labels layer (strategy A or B). Run propagates the organs in a
 worker (`napari_segunc.prompts.cascade.MedSAM2Session`: the encoder features and the unchanged organs are reused, so
 a rerun after a box edit propagates only that organ) and shows the segmentation and its entropy. Accept copies the
-result into the working annotation. Every box edit and every accept is one step of the viewer's undo history, and
-the annotation and the boxes are autosaved. The checkpoint path is remembered.
+result into the working annotation. Clicks (``clicks: <organ>`` Points layers, green positive, red negative) correct
+an organ: each click reruns that organ alone from the clicked slice, from its kept SAM2 state, and the dock then
+points at the organ's most uncertain slice left (G goes there). Keys: `_click_tools.KEYS_HELP`. Every box edit,
+click and accept is one step of the viewer's undo history, and the annotation and the prompts are autosaved. The
+checkpoint path is remembered.
 
 One responsibility, the dock's widgets and slots; kept in one module past 400 lines (the worker body is in
 `_medsam2_job`, the box layers in `_organ_boxes`).
@@ -19,9 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Shapes
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -39,13 +43,15 @@ from qtpy.QtWidgets import (
 from ..errors import InvalidInput
 from ..inference.medsam2 import CHECKPOINT_ENV
 from ..progress import Progress
-from ..roles import GEOMETRY
+from ..roles import GEOMETRY, ROLE
 from ..settings import get_setting, set_setting
+from ._click_tools import KEYS_HELP, ClickKeys, most_uncertain_place
 from ._jobs import DockJob
-from ._layers import LayerRole, add_layer, layers_with_role, same_layer
+from ._layers import LayerRole, add_layer, layers_with_role
 from ._medsam2_job import medsam2_job
 from ._organ_boxes import BoxEdits, OrganBoxes, box_z_range
 from ._session import ReviewState, image_volume, review_for
+from ._view import camera_of
 from ._widgets import fit_columns, layer_combo
 from ._worker import import_in_gui_thread, status_label
 
@@ -78,7 +84,9 @@ class MedSAM2Widget(QWidget):
         self.image_size: int | None = None  # model input size override (tests use small random models)
         self.result = None
         self._holder: dict = {}
-        self.boxes = OrganBoxes(self.viewer, lambda: self.edits.edited())
+        self.boxes = OrganBoxes(self.viewer, lambda: self._on_edit())
+        self.next_place: tuple[int, int, int] | None = None  # the most uncertain place left (G goes there)
+        self._rerun_pending = False
         self.edits = BoxEdits(self.boxes, self.review, self.prompts, self._grid_kwargs, lambda: self._refresh_table())
         import_in_gui_thread(*NATIVE_MODULES)
 
@@ -111,6 +119,15 @@ class MedSAM2Widget(QWidget):
         self.run_button.setToolTip("Propagate the organs whose boxes changed since the last run (all, the first time)")
         self.accept_button = QPushButton("Accept into annotation")
         self.undo_button, self.redo_button = QPushButton("Undo"), QPushButton("Redo")
+        self.click_button = QPushButton("Click (P)")
+        self.click_button.setToolTip("Place clicks on the selected organ: on the organ (green) or off it (red)")
+        self.polarity_button = QPushButton()
+        self.polarity_button.setToolTip("The next click says: the organ is here (+) or it is not (−); key T")
+        self.rerun_check = QCheckBox("Rerun on each click")
+        self.rerun_check.setChecked(True)
+        self.keys_label = QLabel(KEYS_HELP)
+        self.keys_label.setWordWrap(True)
+        self.keys_label.setStyleSheet("color: #a0a0a0;")
         self.progress = QProgressBar()
         self.status = status_label("Choose an image and a checkpoint, add boxes, then Run.", fixed_lines=3)
         self.job = DockJob(
@@ -140,6 +157,7 @@ class MedSAM2Widget(QWidget):
             (self.zmin_button, self.zmax_button, self.draw_button),
             (QLabel("mask:"), self.mask_combo),
             (self.from_mask_button, self.atlas_button),
+            (self.click_button, self.polarity_button, self.rerun_check),
             (self.run_all_button, self.run_button, self.cancel_button),
             (self.accept_button, self.undo_button, self.redo_button),
         ):
@@ -147,8 +165,24 @@ class MedSAM2Widget(QWidget):
             for w in widgets:
                 row.addWidget(w)
             layout.addLayout(row)
+        layout.addWidget(self.keys_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        self.keys = ClickKeys(
+            self.viewer,
+            {
+                "B": self._draw,
+                "P": self.start_clicking,
+                "T": self.toggle_polarity,
+                "M": self.next_organ,
+                "G": self.go_most_uncertain,
+                "Enter": lambda: self.accept(),
+                "Control-Z": lambda: self.undo(),
+                "Control-Shift-Z": lambda: self.redo(),
+            },
+        )
+        self.keys.bind()
+        self._show_polarity()
 
         self.browse_button.clicked.connect(self._browse)
         self.add_button.clicked.connect(lambda: self._add_typed_organ())
@@ -163,6 +197,8 @@ class MedSAM2Widget(QWidget):
         self.accept_button.clicked.connect(lambda: self.accept())
         self.undo_button.clicked.connect(lambda: self.undo())
         self.redo_button.clicked.connect(lambda: self.redo())
+        self.click_button.clicked.connect(self.start_clicking)
+        self.polarity_button.clicked.connect(self.toggle_polarity)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
@@ -205,6 +241,12 @@ class MedSAM2Widget(QWidget):
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
         self._refresh_table()
+        if self.keys.bound:
+            for organ in self.organ_layers():
+                self.keys.bind_layer(organ)
+                clicks = self.boxes.clicks_layer(organ.metadata["segunc_organ"])
+                if clicks is not None:
+                    self.keys.bind_layer(clicks)
 
     def image_layer(self) -> Image:
         name = self.image_combo.currentText()
@@ -228,7 +270,8 @@ class MedSAM2Widget(QWidget):
         if rows:
             return layers[rows[0].row()]
         active = self.viewer.layers.selection.active
-        match = next((la for la in layers if same_layer(la, active)), None) if isinstance(active, Shapes) else None
+        organ = active.metadata.get("segunc_organ") if active is not None else None
+        match = next((la for la in layers if la.metadata.get("segunc_organ") == organ), None) if organ else None
         if match is not None:
             return match
         if len(layers) == 1:
@@ -280,6 +323,70 @@ class MedSAM2Widget(QWidget):
         self.viewer.layers.selection.active = layer
         layer.mode = "add_rectangle"
         self.status.setText(f"Drag a rectangle around the {layer.metadata['segunc_organ']} on this slice.")
+
+    # ------------------------------------------------------------------------------------------ clicks and keys
+    def _show_polarity(self) -> None:
+        positive = self.boxes.positive
+        self.polarity_button.setText("Next click: + organ" if positive else "Next click: − not organ")
+
+    def toggle_polarity(self) -> None:
+        """T: the next clicks say the opposite (on the organ / off it)."""
+        self.boxes.set_polarity(not self.boxes.positive)
+        self._show_polarity()
+        self.status.setText(f"Next clicks are {'positive (+)' if self.boxes.positive else 'negative (−)'}.")
+
+    def start_clicking(self) -> None:
+        """P: click on the selected organ's slices (napari's add-points mode on its clicks layer)."""
+        try:
+            organ = self._selected_organ()
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        name = organ.metadata["segunc_organ"]
+        clicks = self.boxes.ensure_clicks(name)  # made on the organ's first click
+        self.keys.bind_layer(clicks)
+        self.viewer.layers.selection.active = clicks
+        clicks.mode = "add"
+        sign = "on the organ (+)" if self.boxes.positive else "off the organ (−)"
+        self.status.setText(f"Click {sign} to correct the {name}; T toggles, each click reruns it.")
+
+    def next_organ(self) -> None:
+        """M: the next organ of the table, with the same tool (box or click) as now."""
+        layers = self.organ_layers()
+        if not layers:
+            return
+        try:
+            current = layers.index(self._selected_organ())
+        except (InvalidInput, ValueError):
+            current = -1
+        nxt = (current + 1) % len(layers)
+        self.organ_table.selectRow(nxt)
+        active = self.viewer.layers.selection.active
+        clicking = active is not None and active.metadata.get(ROLE) == LayerRole.CLICKS.value
+        (self.start_clicking if clicking else self._draw)()
+
+    def _on_edit(self) -> None:
+        """A box or click edit ended: one undo step; a click reruns its organ (when asked)."""
+        self.edits.edited()
+        if self.edits.last_clicked and self.rerun_check.isChecked():
+            if self.busy:
+                self._rerun_pending = True  # the clicks wait for the run in progress, then rerun together
+            else:
+                QTimer.singleShot(0, lambda: self.run())
+
+    def go_most_uncertain(self) -> None:
+        """G: move the view to the most uncertain place left of the organ last corrected."""
+        if self.next_place is None:
+            self.status.setText("Run MedSAM2 first: the most uncertain place is found after each run.")
+            return
+        z, y, x = self.next_place
+        grid = self._grid_kwargs()
+        step = list(self.viewer.dims.current_step)
+        step[0] = z
+        self.viewer.dims.current_step = tuple(step)
+        scale, translate = grid["scale"], grid["translate"]
+        camera_of(self.viewer).center = (translate[1] + y * scale[1], translate[2] + x * scale[2])
+        self.status.setText(f"Slice {z}: the most uncertain place left. Click there (P) or accept (Enter).")
 
     def boxes_from_mask(
         self, layer_name: str | None = None, labels: dict[str, int] | None = None, strategy: str | None = None
@@ -369,6 +476,7 @@ class MedSAM2Widget(QWidget):
         except InvalidInput as exc:
             self._error(str(exc))
             return
+        self.boxes.commit_round()  # clicks placed from now on are the next correction
         checkpoint = self.checkpoint_edit.text().strip() or None
         if checkpoint is None and not os.environ.get(CHECKPOINT_ENV):
             self._error(
@@ -403,6 +511,9 @@ class MedSAM2Widget(QWidget):
         self.job.report(report)
 
     def _done(self, result) -> None:
+        if self._rerun_pending:  # clicks placed while it ran: run again for them
+            self._rerun_pending = False
+            QTimer.singleShot(0, lambda: self.run())
         if result is None:
             self.status.setText("Cancelled: nothing changed.")
             return
@@ -424,10 +535,57 @@ class MedSAM2Widget(QWidget):
             else:
                 add_layer(self.viewer, (data, kwargs, kind), image=self.image_layer())
         propagated = [o for p in self.result.passes for o in p.recomputed]
+        guide = self._guide(propagated)
+        self._compare_with_ensemble(grid)
         self.status.setText(
             f"MedSAM2 done ({self.result.strategy.value}): propagated "
-            f"{', '.join(propagated) or 'nothing new'}; Accept copies it into the annotation."
+            f"{', '.join(propagated) or 'nothing new'}; Accept copies it into the annotation." + guide
         )
+
+    def _guide(self, propagated: list[str]) -> str:
+        """Find the most uncertain place left of the organ just run (or the selected one) for G."""
+        final = self.result.final
+        names = [o.name for o in final.prompts.organs]
+        name = next((n for n in reversed(self.edits.last_clicked) if n in names), None)
+        name = name or next((n for n in propagated if n in names), None) or (names[0] if names else None)
+        if name is None:
+            return ""
+        organ = final.prompts.organ(name)
+        place = most_uncertain_place(final.fused.entropy, final.fused.segmentation, organ)
+        self.next_place = place[:3] if place else None
+        return f" Most uncertain part of the {name} left: slice {place[0]} (G goes there)." if place else ""
+
+    def _compare_with_ensemble(self, grid) -> None:
+        """Where an ensemble segmentation is open, a layer of where it and MedSAM2 disagree on the run's organs:
+        1 = only the ensemble says organ, 2 = only MedSAM2 does."""
+        from ..uncertainty.layers import segmentation_layer
+
+        ensemble = next(
+            (
+                la
+                for la in layers_with_role(self.viewer.layers, LayerRole.SEGMENTATION)
+                if not la.name.startswith("medsam2") and tuple(la.data.shape) == tuple(grid.shape)
+            ),
+            None,
+        )
+        if ensemble is None:
+            return
+        seg = self.result.final.fused.segmentation
+        theirs = np.asarray(ensemble.data)
+        diff = np.zeros(seg.shape, np.uint8)
+        for organ in self.result.final.prompts.organs:
+            a, b = theirs == organ.label, seg == organ.label
+            diff[a & ~b] = 1
+            diff[b & ~a] = 2
+        name = "ensemble vs medsam2"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = diff
+            return
+        data, kwargs, kind = segmentation_layer(
+            diff, grid, name=name, labels={"only the ensemble": 1, "only MedSAM2": 2}
+        )
+        kwargs["metadata"] = {**kwargs.get("metadata", {}), ROLE: LayerRole.RATER_ANALYSIS.value}
+        add_layer(self.viewer, (data, kwargs, kind), image=self.image_layer())
 
     def accept(self, organs: list[str] | None = None) -> None:
         """Copy the last result's organs (all, or `organs`) into the working annotation: one undo step."""
@@ -453,3 +611,21 @@ class MedSAM2Widget(QWidget):
 
     def _error(self, message: str) -> None:
         self.job.error(message)
+
+    # ------------------------------------------------------------------------------------------ lifetime
+    def teardown(self) -> None:
+        """Release the keys (restoring what they did before); runs when the dock is closed or taken out."""
+        self.keys.unbind()
+
+    def event(self, event: QEvent) -> bool:
+        if event.type() == QEvent.ParentChange and hasattr(self, "keys"):
+            if self.parent() is None:
+                self.teardown()
+            elif not self.keys.bound:
+                self.keys.bind()
+                self._refresh_layers()
+        return super().event(event)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt's name
+        self.teardown()
+        super().closeEvent(event)
