@@ -358,3 +358,63 @@ def test_clicks_rerun_undo_accept_and_the_keys(medsam2_widget, qtbot, wait_idle,
     qtbot.wait(50)
     assert not any(str(k) in ("T", "G", "M") for k in viewer.keymap)
     assert not any(str(k) in ("P", "T") for k in clicks.keymap)
+
+
+def test_an_organ_started_from_a_mask_slice(medsam2_widget, qtbot, wait_idle, phantom_study, checkpoint):
+    """ "Ensemble first, then correct": an organ with no box starts from one slice of a labels layer (SAM2's mask
+    prompt) over that layer's slice range; the run gives the engine's labels for the same prompts; undo removes it."""
+    viewer, widget = medsam2_widget()
+    truth = phantom_study.truth.data
+    widget.add_organ("spleen", 4)
+    widget.organ_table.selectRow(0)
+    zs = np.flatnonzero((truth == 4).any(axis=(1, 2)))
+    z = int(zs[len(zs) // 2])
+    widget.rerun_check.setChecked(False)
+    widget.start_from_mask_slice("truth", z=z)
+    organ = widget.prompts().organ("spleen")
+    (init,) = organ.corrections
+    assert organ.boxes == () and init.mask is not None and init.z == z
+    assert np.array_equal(init.mask.mask, truth[z] == 4) and (organ.z_min, organ.z_max) == (zs[0], zs[-1])
+    state = find_review(viewer, viewer.layers[phantom_study.image.name])
+    assert state.history.descriptions[-1] == f"start spleen from truth, slice {z}"
+    widget.run()
+    wait_idle(widget, timeout=120_000)
+    qtbot.waitUntil(lambda: "propagated spleen;" in widget.status.text(), timeout=10_000)
+    model = load_model(checkpoint, image_size=64, device="cpu")
+    with torch_threads(max(1, len(os.sched_getaffinity(0)) - 1)):
+        session = MedSAM2Session(model, phantom_study.image.data, window=(-160.0, 240.0))
+        direct = run_job(session.segment_job(widget.prompts()))
+    assert np.array_equal(np.asarray(viewer.layers["medsam2 segmentation"].data), direct.fused.segmentation)
+    assert widget.undo() == f"start spleen from truth, slice {z}"
+    assert "Draw at least one box or click" in _run_refused(widget)
+    # a slice where the mask has no spleen: one sentence, nothing added
+    widget.start_from_mask_slice("truth", z=0)
+    assert "has no spleen (label 4) on slice 0" in widget.status.text()
+
+
+def _run_refused(widget) -> str:
+    widget.run()
+    assert not widget.busy
+    return widget.status.text()
+
+
+def test_the_most_uncertain_place_equals_a_brute_force_search():
+    from napari_segunc._qt._click_tools import MARGIN, most_uncertain_place
+    from napari_segunc.prompts import Box, OrganPrompt
+
+    rng = np.random.default_rng(7)
+    entropy = rng.random((20, 40, 50)).astype(np.float32)
+    seg = np.zeros((20, 40, 50), np.uint8)
+    seg[5:12, 10:20, 15:30] = 3
+    organ = OrganPrompt(3, "kidney_left", 4, 14, (Box(8, 14, 9, 31, 22),))
+    z, y, x, total = most_uncertain_place(entropy, seg, organ)
+    y0, y1 = max(0, 9 - MARGIN), min(40, 22 + MARGIN + 1)  # boxes and mask span y 9..22, x 14..31
+    x0, x1 = max(0, 14 - MARGIN), min(50, 31 + MARGIN + 1)
+    sums = {k: sum(float(entropy[k, i, j]) for i in range(y0, y1) for j in range(x0, x1)) for k in range(4, 15)}
+    best = max(sums, key=sums.get)
+    assert z == best and total == pytest.approx(sums[best], rel=1e-6)
+    w = entropy[best, y0:y1, x0:x1].astype(np.float64)
+    cy = sum(i * w[i - y0, j - x0] for i in range(y0, y1) for j in range(x0, x1)) / w.sum()
+    cx = sum(j * w[i - y0, j - x0] for i in range(y0, y1) for j in range(x0, x1)) / w.sum()
+    assert (y, x) == (round(cy), round(cx))
+    assert most_uncertain_place(np.zeros_like(entropy), seg, organ) is None  # nothing uncertain: nowhere to go

@@ -227,12 +227,16 @@ class OrganBoxes:
             zs = [b.z for b in boxes] + [z for c in corrections for z in c.slices]
             z_range = layer.metadata.get("segunc_z_range") or box_z_range(layer) or (min(zs), max(zs))
             z_lo, z_hi = min(z_range[0], *zs), max(z_range[1], *zs)
-            organ = OrganPrompt(
-                layer.metadata["segunc_label"], layer.metadata["segunc_organ"], z_lo, z_hi, tuple(boxes)
+            organs.append(
+                OrganPrompt(
+                    layer.metadata["segunc_label"],
+                    layer.metadata["segunc_organ"],
+                    z_lo,
+                    z_hi,
+                    tuple(boxes),
+                    corrections=tuple(corrections),
+                )
             )
-            for c in corrections:
-                organ = organ.with_correction(c)
-            organs.append(organ)
         if not organs:
             raise InvalidInput("Draw at least one box or click (or use Boxes from mask) before running MedSAM2.")
         return PromptSet(tuple(shape), tuple(organs), source="napari")

@@ -113,6 +113,10 @@ class MedSAM2Widget(QWidget):
         self.zmin_button, self.zmax_button = QPushButton("z min = this slice"), QPushButton("z max = this slice")
         self.draw_button = QPushButton("Draw a box")
         self.from_mask_button = QPushButton("Boxes from mask")
+        self.mask_slice_button = QPushButton("Start from mask slice")
+        self.mask_slice_button.setToolTip(
+            "Give the selected organ this slice of the mask as a SAM2 mask prompt (then correct it with clicks)"
+        )
         self.atlas_button = QPushButton("Boxes from atlas…")
         self.run_button, self.cancel_button = QPushButton("Run changed"), QPushButton("Cancel")
         self.run_all_button = QPushButton("Run all")
@@ -156,7 +160,7 @@ class MedSAM2Widget(QWidget):
             (self.organ_name, self.organ_label, self.add_button),
             (self.zmin_button, self.zmax_button, self.draw_button),
             (QLabel("mask:"), self.mask_combo),
-            (self.from_mask_button, self.atlas_button),
+            (self.from_mask_button, self.mask_slice_button, self.atlas_button),
             (self.click_button, self.polarity_button, self.rerun_check),
             (self.run_all_button, self.run_button, self.cancel_button),
             (self.accept_button, self.undo_button, self.redo_button),
@@ -198,6 +202,7 @@ class MedSAM2Widget(QWidget):
         self.undo_button.clicked.connect(lambda: self.undo())
         self.redo_button.clicked.connect(lambda: self.redo())
         self.click_button.clicked.connect(self.start_clicking)
+        self.mask_slice_button.clicked.connect(lambda: self.start_from_mask_slice())
         self.polarity_button.clicked.connect(self.toggle_polarity)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -216,6 +221,7 @@ class MedSAM2Widget(QWidget):
             self.run_button,
             self.run_all_button,
             self.from_mask_button,
+            self.mask_slice_button,
             self.atlas_button,
             self.accept_button,
             self.add_button,
@@ -229,7 +235,13 @@ class MedSAM2Widget(QWidget):
         layers = self.viewer.layers
         images = [x.name for x in layers_with_role(layers, LayerRole.IMAGE) if x.metadata.get(GEOMETRY)]
         # masks to take boxes from: a model's segmentation first (the ensemble's before MedSAM2's own), then raters
-        roles = (LayerRole.SEGMENTATION, LayerRole.RATER, LayerRole.LABELS, LayerRole.RATER_ANALYSIS)
+        roles = (
+            LayerRole.SEGMENTATION,
+            LayerRole.RATER,
+            LayerRole.ANNOTATION,
+            LayerRole.LABELS,
+            LayerRole.RATER_ANALYSIS,
+        )
         masks = [x.name for role in roles for x in layers_with_role(layers, role) if x.metadata.get(GEOMETRY)]
         masks.sort(key=lambda n: n.startswith("medsam2"))
         for combo, names in ((self.image_combo, images), (self.mask_combo, masks)):
@@ -364,6 +376,43 @@ class MedSAM2Widget(QWidget):
         active = self.viewer.layers.selection.active
         clicking = active is not None and active.metadata.get(ROLE) == LayerRole.CLICKS.value
         (self.start_clicking if clicking else self._draw)()
+
+    def start_from_mask_slice(self, layer_name: str | None = None, z: int | None = None) -> None:
+        """The selected organ on slice `z` (default: the current one) of a labels layer (the ensemble's
+        segmentation, a rater, the working annotation) becomes its next correction: SAM2 takes it as a mask prompt
+        and propagates it up and down. One undo step; reruns the organ when *Rerun on each click* is on."""
+        from ..organs import layer_labels
+
+        name = layer_name or self.mask_combo.currentText()
+        try:
+            organ = self._selected_organ()
+            if name not in self.viewer.layers:
+                raise InvalidInput("Choose a labels layer (a segmentation, a rater, the annotation) to start from.")
+        except InvalidInput as exc:
+            self._error(str(exc))
+            return
+        layer = self.viewer.layers[name]
+        organ_name, label = organ.metadata["segunc_organ"], int(organ.metadata["segunc_label"])
+        value = layer_labels(layer.metadata).get(organ_name, label)
+        z = self._current_z() if z is None else int(z)
+        mask = np.asarray(layer.data[z]) == value
+        if not mask.any():
+            self._error(f"'{name}' has no {organ_name} (label {value}) on slice {z}; go to a slice that shows it.")
+            return
+        extent = None
+        if not organ.metadata.get("segunc_z_range") and not len(organ.data):  # no range yet: the mask's own
+            zs = np.flatnonzero((np.asarray(layer.data) == value).any(axis=(1, 2)))
+            extent = (int(zs[0]), int(zs[-1]))
+
+        def change() -> None:
+            self.boxes.add_slice_mask(organ_name, z, mask, source=f"{name}, slice {z}")
+            if extent is not None:
+                organ.metadata["segunc_z_range"] = extent
+
+        self.edits.record(f"start {organ_name} from {name}, slice {z}", change)
+        self.status.setText(f"The {organ_name} starts from slice {z} of '{name}'; correct it with clicks (P).")
+        if self.rerun_check.isChecked() and not self.busy:
+            QTimer.singleShot(0, lambda: self.run())
 
     def _on_edit(self) -> None:
         """A box or click edit ended: one undo step; a click reruns its organ (when asked)."""
