@@ -351,6 +351,14 @@ def test_clicks_rerun_undo_accept_and_the_keys(medsam2_widget, qtbot, wait_idle,
     _, saved = state.store.load(state.annotation.grid)
     assert saved.organ("kidney_left").corrections == (Correction(clicks=(click,)),)
 
+    # M: the next organ, with the same tool (clicking)
+    widget.add_organ("spleen", 4)
+    widget.organ_table.selectRow(0)
+    viewer.layers.selection.active = clicks
+    _press(viewer, qtbot, "m")
+    assert viewer.layers.selection.active.name == "clicks: spleen" and viewer.layers.selection.active.mode == "add"
+    assert widget.organ_table.selectionModel().selectedRows()[0].row() == 1
+
     # the dock shows its keys, and releases them when it closes
     assert "P click" in widget.keys_label.text() and "T +/−" in widget.keys_label.text()
     assert any("T" in str(k) for k in viewer.keymap)
