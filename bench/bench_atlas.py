@@ -38,8 +38,10 @@ def main() -> None:
     target = make_phantom(seed=0, n_raters=1, **grid)
     atlases = [(s.image, s.truth) for s in (make_phantom(seed=k, n_raters=1, **grid) for k in range(1, args.k + 1))]
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"cores: {os.cpu_count()} (load average {load}), K = {args.k} atlases, grid {target.image.shape}, "
-          f"refine {args.refine}")  # fmt: skip
+    print(
+        f"cores: {os.cpu_count()} (load average {load}), K = {args.k} atlases, grid {target.image.shape}, "
+        f"refine {args.refine}"
+    )
 
     start = time.perf_counter()
     serial = atlas_prompts(target.image, atlases, LABELS, workers=0, refine=args.refine)
@@ -54,8 +56,10 @@ def main() -> None:
 
     same = all(np.array_equal(serial.score_maps[n], parallel.score_maps[n]) for n in LABELS)
     print(f"serial   (workers 0, {os.cpu_count()} ITK threads): {t_serial:6.1f} s  ({t_serial / args.k:.1f} s/atlas)")
-    print(f"parallel (workers {args.workers}, {max(1, (os.cpu_count() or 1) // args.workers)} ITK thread(s) each):"
-          f" {t_parallel:6.1f} s")  # fmt: skip
+    print(
+        f"parallel (workers {args.workers}, {max(1, (os.cpu_count() or 1) // args.workers)} ITK thread(s) each):"
+        f" {t_parallel:6.1f} s"
+    )
     print(f"  of which starting and stopping the {args.workers}-worker LocalCluster: ~{t_cluster:.1f} s")
     print(f"speed-up serial / parallel: {t_serial / t_parallel:.2f}x; identical score maps: {same}")
 
@@ -65,8 +69,9 @@ def _start_and_stop_cluster(workers: int) -> None:
 
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)  # fmt: skip
+    cluster = LocalCluster(
+        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None, silence_logs=logging.ERROR
+    )
     with Client(cluster) as client:
         client.submit(sum, [1, 2]).result()  # a worker has imported and run something
     cluster.close()

@@ -66,12 +66,36 @@ def main() -> None:
         outs = []
         for i, m in enumerate(members):
             out = work / f"member{i}"
-            subprocess.run([_bin("nnUNetv2_predict_from_modelfolder"), "-i", str(inp), "-o", str(out), "-m",
-                            m.model_dir, "-f", m.fold, "--save_probabilities", "-device", args.device,
-                            "-npp", "1", "-nps", "1"], check=True, env=env, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [
+                    _bin("nnUNetv2_predict_from_modelfolder"),
+                    "-i",
+                    str(inp),
+                    "-o",
+                    str(out),
+                    "-m",
+                    m.model_dir,
+                    "-f",
+                    m.fold,
+                    "--save_probabilities",
+                    "-device",
+                    args.device,
+                    "-npp",
+                    "1",
+                    "-nps",
+                    "1",
+                ],
+                check=True,
+                env=env,
+                capture_output=True,
+            )
             outs.append(str(out))
-        subprocess.run([_bin("nnUNetv2_ensemble"), "-i", *outs, "-o", str(work / "ens"), "-np", "1"],
-                       check=True, env=env, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [_bin("nnUNetv2_ensemble"), "-i", *outs, "-o", str(work / "ens"), "-np", "1"],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         baseline = time.perf_counter() - t
         print(f"nnU-Net workflow, {len(members)} members: {baseline:.1f} s")
 
@@ -80,17 +104,25 @@ def main() -> None:
             ens = work / f"ens{m}.json"
             ens.write_text(json.dumps({"members": [{"model": x.model_dir, "folds": [x.fold]} for x in members[:m]]}))
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", OURS, str(image), str(ens), str(work / f"ours{m}"),
-                                   args.device], check=True, capture_output=True, text=True)  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, "-c", OURS, str(image), str(ens), str(work / f"ours{m}"), args.device],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             wall = time.perf_counter() - t  # like the baseline: process start and imports included
             results[m] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "wall": wall}
             r = results[m]
-            print(f"segunc predict, {m} member(s): {r['wall']:.1f} s in all ({r['seconds']:.1f} s after imports), "
-                  f"peak RSS {r['max_rss_mb']:.0f} MB")  # fmt: skip
+            print(
+                f"segunc predict, {m} member(s): {r['wall']:.1f} s in all ({r['seconds']:.1f} s after imports), "
+                f"peak RSS {r['max_rss_mb']:.0f} MB"
+            )
         full = results[len(members)]
-        print(f"→ {baseline / full['wall']:.2f}× faster than the nnU-Net workflow (goal ≥ 1.5×); "
-              f"peak RSS {results[1]['max_rss_mb']:.0f} MB with 1 member, {full['max_rss_mb']:.0f} MB with "
-              f"{len(members)}")  # fmt: skip
+        print(
+            f"→ {baseline / full['wall']:.2f}× faster than the nnU-Net workflow (goal ≥ 1.5×); "
+            f"peak RSS {results[1]['max_rss_mb']:.0f} MB with 1 member, {full['max_rss_mb']:.0f} MB with "
+            f"{len(members)}"
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -82,8 +82,10 @@ def main() -> None:
     print(f"device: {name}; image {image.shape} (z, y, x); {len(prompts.organs)} organs; input {args.size} px")
     print(f"first run              : {first:7.2f} s  ({runs_first} slices encoded)")
     print(f"baseline (from scratch): {baseline:7.2f} s")
-    print(f"rerun after a box edit : {rerun:7.2f} s  (propagated: {', '.join(res.recomputed)}; "
-          f"encoder runs {session.cache.encoder_runs - runs_first})")  # fmt: skip
+    print(
+        f"rerun after a box edit : {rerun:7.2f} s  (propagated: {', '.join(res.recomputed)}; "
+        f"encoder runs {session.cache.encoder_runs - runs_first})"
+    )
     print(f"rerun speed-up: {baseline / rerun:.1f}x vs the from-scratch baseline ({first / rerun:.1f}x vs first run)")
 
     if dev.type == "cuda":
@@ -98,8 +100,10 @@ def main() -> None:
         total = time.perf_counter() - t
         per = [(o.name, o.z_max - o.z_min + 1) for o in ps.organs]
         per_organ = total / (2 * len(per))
-        print(f"GPU cascade D on {img.shape}: {total:.2f} s for {len(per)} organs × 2 passes "
-              f"({per_organ:.2f} s per organ-pass; labels {sorted(set(r.final.fused.labels))})")  # fmt: skip
+        print(
+            f"GPU cascade D on {img.shape}: {total:.2f} s for {len(per)} organs × 2 passes "
+            f"({per_organ:.2f} s per organ-pass; labels {sorted(set(r.final.fused.labels))})"
+        )
 
 
 if __name__ == "__main__":

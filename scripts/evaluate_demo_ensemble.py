@@ -47,9 +47,13 @@ def evaluate(seed: int, mirroring: bool) -> dict:
         dice[name] = 2 * np.sum(a & b) / max(1, a.sum() + b.sum())
     edge, interior = boundary_and_interior(truth)
     return {
-        "seed": seed, "dice": dice, "entropy_boundary": float(maps.entropy[edge].mean()),
-        "entropy_interior": float(maps.entropy[interior].mean()), "seconds": seconds, "members": len(members),
-    }  # fmt: skip
+        "seed": seed,
+        "dice": dice,
+        "entropy_boundary": float(maps.entropy[edge].mean()),
+        "entropy_interior": float(maps.entropy[interior].mean()),
+        "seconds": seconds,
+        "members": len(members),
+    }
 
 
 def main() -> None:
@@ -61,8 +65,11 @@ def main() -> None:
     names = list(LABELS)
     print("seed  " + "  ".join(f"{n:>12s}" for n in names) + "  H boundary  H interior  seconds")
     for r in rows:
-        print(f"{r['seed']:<5d} " + "  ".join(f"{r['dice'][n]:12.3f}" for n in names)
-              + f"  {r['entropy_boundary']:10.3f}  {r['entropy_interior']:10.4f}  {r['seconds']:7.1f}")  # fmt: skip
+        print(
+            f"{r['seed']:<5d} "
+            + "  ".join(f"{r['dice'][n]:12.3f}" for n in names)
+            + f"  {r['entropy_boundary']:10.3f}  {r['entropy_interior']:10.4f}  {r['seconds']:7.1f}"
+        )
     print("mean  " + "  ".join(f"{np.mean([r['dice'][n] for r in rows]):12.3f}" for n in names))
 
 

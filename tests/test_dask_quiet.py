@@ -50,8 +50,19 @@ def _manifest(root: Path, copies: int) -> Path:
 
 
 def _command(root: Path, manifest: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "napari_segunc.cli", "evaluate-cohort", str(manifest), "--out", str(out),
-            "--labels", str(root / "case0" / "labels.json"), "--workers", "2"]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "napari_segunc.cli",
+        "evaluate-cohort",
+        str(manifest),
+        "--out",
+        str(out),
+        "--labels",
+        str(root / "case0" / "labels.json"),
+        "--workers",
+        "2",
+    ]
 
 
 def _assert_quiet(err: str) -> None:

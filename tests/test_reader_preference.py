@@ -56,9 +56,17 @@ def dicom_folder(tmp_path):
     uid = "1.2.826.0.1.3680043.2.1125.2"
     for k in range(3):
         sl = sitk.GetImageFromArray(np.full((1, 8, 8), k, dtype=np.int16))
-        tags = {"0008|0060": "CT", "0020|000d": uid + ".1", "0020|000e": uid, "0020|0013": str(k + 1),
-                "0020|0032": f"0\\0\\{2.0 * k}", "0020|0037": "1\\0\\0\\0\\1\\0", "0008|0018": f"{uid}.{k + 1}",
-                "0028|1052": "0", "0028|1053": "1"}  # fmt: skip
+        tags = {
+            "0008|0060": "CT",
+            "0020|000d": uid + ".1",
+            "0020|000e": uid,
+            "0020|0013": str(k + 1),
+            "0020|0032": f"0\\0\\{2.0 * k}",
+            "0020|0037": "1\\0\\0\\0\\1\\0",
+            "0008|0018": f"{uid}.{k + 1}",
+            "0028|1052": "0",
+            "0028|1053": "1",
+        }
         for key, value in tags.items():
             sl.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))

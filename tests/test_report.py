@@ -90,8 +90,9 @@ def _near(rgb: np.ndarray, color, tol: float = 30.0) -> np.ndarray:
 
 def test_report_of_the_phantom_truth(study, tmp_path):
     truth = study.truth.data
-    path = write_case_report(tmp_path / "case_report.png", study.image, truth, label_names=study.labels,
-                             title="phantom truth")  # fmt: skip
+    path = write_case_report(
+        tmp_path / "case_report.png", study.image, truth, label_names=study.labels, title="phantom truth"
+    )
     assert path == tmp_path / "case_report.png"
     with Image.open(path) as img:
         assert img.format == "PNG" and img.size == PAGE_PIXELS
@@ -112,8 +113,15 @@ def test_report_with_an_uncertainty_panel_and_metrics(study, tmp_path):
     z = truth.shape[0] // 2
     uncertainty[z, 30:60, 30:60] = 1.0  # a square, hottest slice z
     rows = [dict(organ=o, metric=m, rater="mean", value=v) for o in study.labels for m, v in DICE_HD95]
-    path = write_case_report(tmp_path / "r.png", study.image, truth, uncertainty=uncertainty,
-                             label_names=study.labels, table_rows=rows, uncertainty_label="entropy (nats)")  # fmt: skip
+    path = write_case_report(
+        tmp_path / "r.png",
+        study.image,
+        truth,
+        uncertainty=uncertainty,
+        label_names=study.labels,
+        table_rows=rows,
+        uncertainty_label="entropy (nats)",
+    )
     with Image.open(path) as img:
         assert img.size == PAGE_PIXELS
         rgb = np.asarray(img.convert("RGB")).astype(int)
@@ -146,8 +154,13 @@ def test_an_export_set_shares_one_version_and_is_written_whole_or_not_at_all(stu
     from napari_segunc.prompts import prompts_from_mask
     from napari_segunc.report import case
 
-    export = case.CaseExport(image=study.image, case="pt 1", labels=study.truth.data, write_report=False,
-                             prompts=prompts_from_mask(study.truth.data, study.labels))  # fmt: skip
+    export = case.CaseExport(
+        image=study.image,
+        case="pt 1",
+        labels=study.truth.data,
+        write_report=False,
+        prompts=prompts_from_mask(study.truth.data, study.labels),
+    )
     planned = case.plan_case_files(export, tmp_path)
     assert {k: p.name for k, p in planned.items()} == {"labels": "pt_1_labels.nii.gz", "prompts": "pt_1_boxes.json"}
     (tmp_path / "pt_1_boxes.json").write_text("someone else's file")
@@ -158,15 +171,20 @@ def test_an_export_set_shares_one_version_and_is_written_whole_or_not_at_all(stu
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("napari_segunc.prompts.save_prompts", broken)
-    with pytest.raises(InvalidInput, match=r"box prompts pt_1_boxes_v2.json to .*No space left on device\. Nothing was "
-                       r"exported"):  # fmt: skip
+    with pytest.raises(
+        InvalidInput,
+        match=r"box prompts pt_1_boxes_v2.json to .*No space left on device\. Nothing was "
+        r"exported",
+    ):
         run_job(case.write_case_files(export, again))
     assert (tmp_path / "pt_1_boxes.json").read_text() == "someone else's file"
     # whole or not at all: the label map written before the failure is not left behind, nor the staging folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pt_1_boxes.json"]
     monkeypatch.undo()
     assert {k: p.name for k, p in run_job(case.write_case_files(export, again)).items()} == {
-        "labels": "pt_1_labels_v2.nii.gz", "prompts": "pt_1_boxes_v2.json"}  # fmt: skip
+        "labels": "pt_1_labels_v2.nii.gz",
+        "prompts": "pt_1_boxes_v2.json",
+    }
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "pt_1_boxes.json",
         "pt_1_boxes_v2.json",

@@ -43,8 +43,9 @@ def test_undo_redo_across_label_edits_and_other_commands(study):
     # the undo record holds only the changed block, not the volume
     assert edit.before.size < ann.data.size and edit.before.shape == edit.after.shape
     boxes = {"value": "old"}
-    history.push(Command("move a box", lambda: boxes.update(value="old"), lambda: boxes.update(value="new")),
-                 apply=True)  # fmt: skip
+    history.push(
+        Command("move a box", lambda: boxes.update(value="old"), lambda: boxes.update(value="new")), apply=True
+    )
     assert boxes["value"] == "new"
     assert history.descriptions == ["start from rater 1", "accept MedSAM2 liver", "move a box"]
 

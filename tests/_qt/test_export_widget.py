@@ -59,8 +59,13 @@ def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, pha
     data, kwargs, _ = map_layer("entropy", entropy, image, n_classes=6)
     map_name = viewer.add_image(data, **kwargs).name
     _, metrics = open_dock(viewer, "Metrics")
-    metrics.result = evaluate_prediction(state.annotation.data, [r.data for r in phantom_study.raters],
-                                         spacing=image.spacing, labels=ACCEPTED, case="phantom_ct")  # fmt: skip
+    metrics.result = evaluate_prediction(
+        state.annotation.data,
+        [r.data for r in phantom_study.raters],
+        spacing=image.spacing,
+        labels=ACCEPTED,
+        case="phantom_ct",
+    )
     _, widget = open_dock(viewer, "Export")
     assert widget.image_combo.currentText() == "phantom_ct"
     assert widget.labels_combo.currentData() == state.layer.name  # the working annotation by default
@@ -162,8 +167,9 @@ def test_errors_are_shown_and_the_widget_carries_on(make_napari_viewer, phantom_
     np.testing.assert_array_equal(read_volume(planned["labels"], kind="labels").data, phantom_study.truth.data)
 
 
-def test_an_annotation_started_after_the_dock_opened_is_its_default(make_napari_viewer, phantom_study, wait_idle,
-                                                                   tmp_path, shown):  # fmt: skip
+def test_an_annotation_started_after_the_dock_opened_is_its_default(
+    make_napari_viewer, phantom_study, wait_idle, tmp_path, shown
+):
     """The workspace path: every dock tabbed open from the start, the first Accept comes later."""
     viewer = make_napari_viewer()
     data, kwargs, _ = volume_layer_data(phantom_study.image)

@@ -28,8 +28,15 @@ def dock(qtbot, monkeypatch):
     qtbot.addWidget(widget)
     widget.errors = []
     monkeypatch.setattr("napari_segunc._qt._jobs.show_error", widget.errors.append)
-    widget.job = DockJob(widget, inputs=lambda: [widget.edit], status=widget.status, progress=widget.bar,
-                         cancel_button=widget.cancel, busy_message="busy!", cancel_message="stopping")  # fmt: skip
+    widget.job = DockJob(
+        widget,
+        inputs=lambda: [widget.edit],
+        status=widget.status,
+        progress=widget.bar,
+        cancel_button=widget.cancel,
+        busy_message="busy!",
+        cancel_message="stopping",
+    )
     return widget
 
 

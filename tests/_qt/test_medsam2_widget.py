@@ -189,8 +189,9 @@ def test_restore_session_and_bad_input(medsam2_widget, qtbot, wait_idle, phantom
     # a second viewer on the same image is offered the session back
     viewer2, _ = medsam2_widget()
     asked = []
-    restored = review_for(viewer2, viewer2.layers[phantom_study.image.name],
-                          ask_restore=lambda store: asked.append(store) or True)  # fmt: skip
+    restored = review_for(
+        viewer2, viewer2.layers[phantom_study.image.name], ask_restore=lambda store: asked.append(store) or True
+    )
     assert len(asked) == 1 and np.array_equal(np.asarray(restored.layer.data) == 1, mask)
 
     # no boxes: a clear message, nothing runs

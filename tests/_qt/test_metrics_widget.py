@@ -67,8 +67,16 @@ def _raters(phantom_study, names=RATERS):
 def _suite(phantom_study, probabilities, mode):
     """`evaluate_case` called directly on the arrays the widget evaluates."""
     image = phantom_study.image
-    return evaluate_case(probabilities, _raters(phantom_study), spacing=image.spacing, labels=LABELS, mode=mode,
-                         image=image.data, rater_names=RATERS, case="phantom_ct")  # fmt: skip
+    return evaluate_case(
+        probabilities,
+        _raters(phantom_study),
+        spacing=image.spacing,
+        labels=LABELS,
+        mode=mode,
+        image=image.data,
+        rater_names=RATERS,
+        case="phantom_ct",
+    )
 
 
 def _same(a: float, b: float) -> bool:
@@ -95,8 +103,9 @@ def _non_white(widget) -> int:
     return int(np.count_nonzero(pixels.min(axis=2) < 200))
 
 
-def test_native_and_curvas_table_plots_copy_export(metrics_widget, wait_idle, phantom_study, probabilities, tmp_path,
-                                                   monkeypatch):  # fmt: skip
+def test_native_and_curvas_table_plots_copy_export(
+    metrics_widget, wait_idle, phantom_study, probabilities, tmp_path, monkeypatch
+):
     viewer, make, errors = metrics_widget
     _add_prediction(viewer, phantom_study, probabilities)
     widget = make()
@@ -199,8 +208,14 @@ def test_segmentation_only_and_a_probability_layer(metrics_widget, wait_idle, ph
     assert not errors, errors
     assert "Segmentation only" in widget.status.text()
     raters = _raters(phantom_study, ["rater_2", "rater_3"])
-    expected = evaluate_prediction(phantom_study.raters[0].data, raters, spacing=phantom_study.image.spacing,
-                                   labels=LABELS, rater_names=["rater_2", "rater_3"], case="phantom_ct")  # fmt: skip
+    expected = evaluate_prediction(
+        phantom_study.raters[0].data,
+        raters,
+        spacing=phantom_study.image.spacing,
+        labels=LABELS,
+        rater_names=["rater_2", "rater_3"],
+        case="phantom_ct",
+    )
     _assert_table_equals(widget, expected.rows)
     assert 0.7 < widget.cell_value("liver", "dice") < 1.0
     assert math.isnan(widget.cell_value("all", "ece"))
@@ -211,8 +226,13 @@ def test_segmentation_only_and_a_probability_layer(metrics_widget, wait_idle, ph
 
     # The probabilities as a 4D (C, z, y, x) image layer on the same grid.
     grid = phantom_study.image
-    viewer.add_image(probabilities, name="probabilities", scale=(1.0, *grid.spacing), translate=(0.0, *grid.origin),
-                     metadata={"segunc_geometry": grid.geometry_dict()})  # fmt: skip
+    viewer.add_image(
+        probabilities,
+        name="probabilities",
+        scale=(1.0, *grid.spacing),
+        translate=(0.0, *grid.origin),
+        metadata={"segunc_geometry": grid.geometry_dict()},
+    )
     _add_prediction(viewer, phantom_study, name="truth as prediction")
     widget.prediction_combo.setCurrentText("truth as prediction")
     widget.set_probabilities(LAYER, "probabilities")
@@ -244,8 +264,12 @@ def test_refusals_keep_the_gui_alive(metrics_widget, wait_idle, phantom_study):
 
     # A prediction on another grid (every other slice: twice the slice spacing) is refused, naming the problem.
     coarse = phantom_study.truth.data[::2]
-    viewer.add_labels(coarse, name="coarse prediction", scale=(6.0, *phantom_study.image.spacing[1:]),
-                      translate=phantom_study.image.origin)  # fmt: skip
+    viewer.add_labels(
+        coarse,
+        name="coarse prediction",
+        scale=(6.0, *phantom_study.image.spacing[1:]),
+        translate=phantom_study.image.origin,
+    )
     widget.prediction_combo.setCurrentText("coarse prediction")
     widget.set_raters(["rater_2"])
     widget.evaluate()

@@ -244,8 +244,9 @@ def test_screenshot_shows_the_abdomen_and_the_rater_labels(open_study, wait_idle
             continue
         assert np.median(np.abs(drawn_rgb[rows, cols] - gray[rows, cols])) < 3, value
         j, i = np.nonzero(organ & ~ndimage.binary_erosion(organ))  # its border voxels
-        ring_rows, ring_cols = _world_to_pixel(viewer, bare, image.origin[1] + j * image.spacing[1],
-                                               image.origin[2] + i * image.spacing[2])  # fmt: skip
+        ring_rows, ring_cols = _world_to_pixel(
+            viewer, bare, image.origin[1] + j * image.spacing[1], image.origin[2] + i * image.spacing[2]
+        )
         near = np.abs(drawn_rgb[ring_rows, ring_cols] - colour).max(axis=-1) < 40
         assert near.mean() > 0.5, (value, near.mean())
         shown += 1

@@ -74,8 +74,14 @@ def test_a_whole_review_session(make_napari_viewer, qtbot, wait_idle, tmp_path, 
     assert set(np.unique(seg)) == {0, *LABELS.values()}
     # readable by default: the CT, the raters' outlines, the segmentation's outlines and the predictive entropy
     shown = {x.name for x in viewer.layers if x.visible}
-    assert shown == {"phantom_ct", "rater_1", "rater_2", "rater_3", "ensemble segmentation",
-                     "ensemble predictive entropy"}, shown  # fmt: skip
+    assert shown == {
+        "phantom_ct",
+        "rater_1",
+        "rater_2",
+        "rater_3",
+        "ensemble segmentation",
+        "ensemble predictive entropy",
+    }, shown
     assert viewer.layers["ensemble segmentation"].contour == 1 and viewer.layers["rater_2"].contour == 1
     assert viewer.layers["ensemble predictive entropy"].colorbar.visible
     assert "nats" in viewer.canvas.overlays["text"].text and "rater_2 magenta" in viewer.canvas.overlays["text"].text

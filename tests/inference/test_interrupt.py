@@ -34,10 +34,23 @@ def test_ctrl_c_during_predict_exits_130_without_a_traceback(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "napari_segunc.cli", "predict", str(tmp_path / "study" / "image.nii.gz"),
-         "--out", str(out), "--device", "cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "napari_segunc.cli",
+            "predict",
+            str(tmp_path / "study" / "image.nii.gz"),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        env=env,
+    )
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=_lines, args=(proc.stderr, lines), daemon=True)
     reader.start()

@@ -64,9 +64,14 @@ def _nnunet_reference(model_dir, image_path):
 
     data, props = SimpleITKIO().read_images([str(image_path)])
     predictor = predict_mod.nnUNetPredictor(
-        tile_step_size=0.5, use_gaussian=True, use_mirroring=True, perform_everything_on_device=False,
-        device=torch.device("cpu"), verbose=False, allow_tqdm=False,
-    )  # fmt: skip
+        tile_step_size=0.5,
+        use_gaussian=True,
+        use_mirroring=True,
+        perform_everything_on_device=False,
+        device=torch.device("cpu"),
+        verbose=False,
+        allow_tqdm=False,
+    )
     predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=("all",))
     _, probs = predictor.predict_single_npy_array(data, props, None, None, True)
     return np.asarray(probs, np.float32)  # (C, z, y, x) in the file's array order
@@ -220,12 +225,30 @@ def test_cancel_stops_between_tiles(flipped_image):
 
 
 def test_predict_command_and_ensemble_file(flipped_image, tmp_path, capsys):
-    spec = {"members": [{"model": str(MODEL_A), "group": "rater1", "name": "r1"},
-                        {"model": str(MODEL_B), "group": "rater2", "name": "r2"}]}  # fmt: skip
+    spec = {
+        "members": [
+            {"model": str(MODEL_A), "group": "rater1", "name": "r1"},
+            {"model": str(MODEL_B), "group": "rater2", "name": "r2"},
+        ]
+    }
     (tmp_path / "ens.json").write_text(json.dumps(spec))
     out = tmp_path / "out"
-    assert main(["predict", str(flipped_image), "--ensemble", str(tmp_path / "ens.json"), "--device", "cpu",
-                 "--out", str(out), "--no-class-variance"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                str(flipped_image),
+                "--ensemble",
+                str(tmp_path / "ens.json"),
+                "--device",
+                "cpu",
+                "--out",
+                str(out),
+                "--no-class-variance",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "rater1" in printed and "rater2" in printed
     for folder in (out, out / "rater1", out / "rater2"):  # every member at the top, one sub-folder per group

@@ -110,12 +110,18 @@ def test_organ_ece_equals_torchmetrics_binary():
     po = rng.beta(0.3, 0.3, size=(8, 20, 20))
     masks = [rng.random(po.shape) < po**1.3 for _ in range(3)]
     ece, mce = cal.organ_calibration(po, masks)
-    ref_e = [tmc.BinaryCalibrationError(n_bins=50, norm="l1")(torch.from_numpy(po.ravel()),
-                                                               torch.from_numpy(m.ravel().astype(np.int64))).item()
-             for m in masks]  # fmt: skip
-    ref_m = [tmc.BinaryCalibrationError(n_bins=50, norm="max")(torch.from_numpy(po.ravel()),
-                                                                torch.from_numpy(m.ravel().astype(np.int64))).item()
-             for m in masks]  # fmt: skip
+    ref_e = [
+        tmc.BinaryCalibrationError(n_bins=50, norm="l1")(
+            torch.from_numpy(po.ravel()), torch.from_numpy(m.ravel().astype(np.int64))
+        ).item()
+        for m in masks
+    ]
+    ref_m = [
+        tmc.BinaryCalibrationError(n_bins=50, norm="max")(
+            torch.from_numpy(po.ravel()), torch.from_numpy(m.ravel().astype(np.int64))
+        ).item()
+        for m in masks
+    ]
     assert ece.value == pytest.approx(np.mean(ref_e), abs=1e-5)
     assert mce.value == pytest.approx(np.mean(ref_m), abs=1e-5)
 

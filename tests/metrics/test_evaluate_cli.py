@@ -63,9 +63,13 @@ def test_evaluate_writes_csv_json_and_plots(cohort, tmp_path, capsys):
     assert {r["case"] for r in rows} == {"c0"} and {r["rater"] for r in rows} >= {"rater_1", "mean", "pooled"}
     # the file numbers are the in-memory numbers
     direct = evaluate_case(
-        model_probabilities(study.truth.data, N_CLASSES, sigma=1.0, shift=1), [r.data for r in study.raters],
-        spacing=study.image.spacing, labels=study.labels, rater_names=["rater_1", "rater_2", "rater_3"], case="c0",
-    )  # fmt: skip
+        model_probabilities(study.truth.data, N_CLASSES, sigma=1.0, shift=1),
+        [r.data for r in study.raters],
+        spacing=study.image.spacing,
+        labels=study.labels,
+        rater_names=["rater_1", "rater_2", "rater_3"],
+        case="c0",
+    )
     for row, ref in zip(rows, direct.rows, strict=True):
         assert (row["organ"], row["metric"], row["rater"]) == (ref["organ"], ref["metric"], ref["rater"])
         value = float(row["value"]) if row["value"] else math.nan
@@ -99,8 +103,19 @@ def test_evaluate_refuses_a_rater_on_another_grid(cohort, tmp_path, capsys):
     img = nib.load(paths["rater_1"])
     other = tmp_path / "cropped_rater.nii.gz"
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[:, :, :-2], img.affine), other)
-    rc = main(["evaluate", "--probabilities", str(probs[1.0]), "--rater", str(paths["rater_1"]),
-               "--rater", str(other), "--out", str(tmp_path / "x.csv")])  # fmt: skip
+    rc = main(
+        [
+            "evaluate",
+            "--probabilities",
+            str(probs[1.0]),
+            "--rater",
+            str(paths["rater_1"]),
+            "--rater",
+            str(other),
+            "--out",
+            str(tmp_path / "x.csv"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and str(other) in err and "grid" in err
     assert not (tmp_path / "x.csv").exists()
@@ -199,8 +214,9 @@ def test_evaluate_on_the_values_toy_raters_matches_the_references(values_toy, tm
     for name, r in zip(names, raters, strict=True):
         a, b = pred == 1, r == 1
         assert float(rows[("lesion", "dice", name)]["value"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
-        hd = compute_hausdorff_distance(torch.from_numpy(a[None, None]), torch.from_numpy(b[None, None]),
-                                        percentile=95, spacing=list(image.spacing)).item()  # fmt: skip
+        hd = compute_hausdorff_distance(
+            torch.from_numpy(a[None, None]), torch.from_numpy(b[None, None]), percentile=95, spacing=list(image.spacing)
+        ).item()
         assert float(rows[("lesion", "hd95", name)]["value"]) == pytest.approx(hd, rel=1e-5)
     # whole-ROI metrics on the ROI box (bounding box of everything drawn or predicted + 20 voxels)
     fgm = pred > 0

@@ -33,8 +33,9 @@ def test_segmentation_only_keeps_overlap_surface_volume(phantom_case):
     got = evaluate_prediction(seg, raters, spacing=c["spacing"], labels=c["labels"])
     assert not got.with_probabilities and "Segmentation only" in got.notes[0]
     assert got.evaluation.calibration is None and got.evaluation.risk_coverage is None
-    reference = evaluate_case(one_hot(seg, sorted(c["labels"].values())), raters, spacing=c["spacing"],
-                              labels=c["labels"])  # fmt: skip
+    reference = evaluate_case(
+        one_hot(seg, sorted(c["labels"].values())), raters, spacing=c["spacing"], labels=c["labels"]
+    )
     assert len(got.rows) == len(reference.rows)
     for row, ref in zip(got.rows, reference.rows, strict=True):
         if row["metric"] in SEGMENTATION_METRICS:

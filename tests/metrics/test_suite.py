@@ -30,8 +30,24 @@ def test_table_shape_and_reasons(native, phantom_case):
     rows = native.rows
     assert all(tuple(r) == COLUMNS for r in rows)
     metrics = {r["metric"] for r in rows}
-    for m in ("dice_consensus", "dice", "hd95", "hd100", "assd", "confidence", "crps_volume", "ece_organ", "ncc",
-              "ece", "mce", "ace", "auroc", "aurc", "eaurc", "mean_entropy"):  # fmt: skip
+    for m in (
+        "dice_consensus",
+        "dice",
+        "hd95",
+        "hd100",
+        "assd",
+        "confidence",
+        "crps_volume",
+        "ece_organ",
+        "ncc",
+        "ece",
+        "mce",
+        "ace",
+        "auroc",
+        "aurc",
+        "eaurc",
+        "mean_entropy",
+    ):
         assert m in metrics, m
     assert {r["organ"] for r in rows} == {*ORGANS, "all"}
     for r in rows:
@@ -230,8 +246,14 @@ def test_curvas_mode_reproduces_the_official_flow(phantom_case):
     raters = [remap[r] for r in c["raters"]]
     p = c["probabilities"]
     organ_probs = np.stack([p[lab["pancreas"]], p[lab["kidney_right"]] + p[lab["kidney_left"]], p[lab["liver"]]])
-    ev = evaluate_case(organ_probs, raters, spacing=c["spacing"], labels={"panc": 1, "kidn": 2, "livr": 3},
-                       mode="curvas", image=c["image"])  # fmt: skip
+    ev = evaluate_case(
+        organ_probs,
+        raters,
+        spacing=c["spacing"],
+        labels={"panc": 1, "kidn": 2, "livr": 3},
+        mode="curvas",
+        image=c["image"],
+    )
     dice, conf, eces = _official_style(c["image"], raters, organ_probs)
     for v, name in ((1, "panc"), (2, "kidn"), (3, "livr")):
         assert ev.value("dice_consensus", name, "consensus") == pytest.approx(dice[v], abs=1e-6)

@@ -48,12 +48,31 @@ def _box_iou(box, organ2d) -> float:
 
 # ----------------------------------------------------------------------------------------------------- thresholds
 def test_default_thresholds_are_table_2_3_by_name_and_alias(caplog):
-    table = {"SPL": 0.6, "RKI": 0.6, "LKI": 0.4, "GBL": 0.3, "ESO": 0.2, "LIV": 0.2, "STO": 0.6, "AOR": 0.3,
-             "IVC": 0.3, "PAN": 0.4, "RAG": 0.1, "LAG": 0.1, "DUO": 0.3, "BLA": 0.7, "PRO/UTE": 0.1}  # fmt: skip
+    table = {
+        "SPL": 0.6,
+        "RKI": 0.6,
+        "LKI": 0.4,
+        "GBL": 0.3,
+        "ESO": 0.2,
+        "LIV": 0.2,
+        "STO": 0.6,
+        "AOR": 0.3,
+        "IVC": 0.3,
+        "PAN": 0.4,
+        "RAG": 0.1,
+        "LAG": 0.1,
+        "DUO": 0.3,
+        "BLA": 0.7,
+        "PRO/UTE": 0.1,
+    }
     assert atlas_thresholds(table) == table  # every AMOS22 abbreviation finds its Table 2.3 value
     assert len(DEFAULT_THRESHOLDS) == 15 and DEFAULT_THRESHOLDS["adrenal_gland_right"] == 0.1
     assert atlas_thresholds(["kidney_left", "RAG", "Spleen", "inferior vena cava"]) == {
-        "kidney_left": 0.4, "RAG": 0.1, "Spleen": 0.6, "inferior vena cava": 0.3}  # fmt: skip
+        "kidney_left": 0.4,
+        "RAG": 0.1,
+        "Spleen": 0.6,
+        "inferior vena cava": 0.3,
+    }
     # user overrides, by plain name or abbreviation, win; the rest keep the table
     got = atlas_thresholds(LABELS, {"SPL": 0.25, "liver": 0})
     assert got == {"liver": 0.0, "kidney_right": 0.6, "kidney_left": 0.4, "spleen": 0.25, "pancreas": 0.4}
@@ -122,11 +141,16 @@ def test_phantom_atlases_give_boxes_holding_the_target_organs(small):
         organ = truth == value
         prompt = result.prompts.organ(name)
         zs = np.flatnonzero(organ.any(axis=(1, 2)))
-        held = [organ[b.z, b.y_min : b.y_max + 1, b.x_min : b.x_max + 1].sum() / organ[b.z].sum()
-                for b in prompt.boxes if organ[b.z].any()]  # fmt: skip
+        held = [
+            organ[b.z, b.y_min : b.y_max + 1, b.x_min : b.x_max + 1].sum() / organ[b.z].sum()
+            for b in prompt.boxes
+            if organ[b.z].any()
+        ]
         ious = [_box_iou(b, organ[b.z]) for b in prompt.boxes]
-        print(f"{name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}), area held "
-              f"{[round(float(h), 3) for h in held]}, box IoU {[round(float(i), 2) for i in ious]}")  # fmt: skip
+        print(
+            f"{name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}), area held "
+            f"{[round(float(h), 3) for h in held]}, box IoU {[round(float(i), 2) for i in ious]}"
+        )
         assert prompt.z_min <= zs[0] and prompt.z_max >= zs[-1], name  # the z range covers the organ
         assert held and min(held) >= 0.90, name  # each box holds >= 90 % of the organ's area on its slice
         assert ious[len(ious) // 2] >= 0.5, name  # ... without being a box around the whole abdomen (middle box)
@@ -134,10 +158,15 @@ def test_phantom_atlases_give_boxes_holding_the_target_organs(small):
     for prompt in table.organs:
         organ = truth == prompt.label
         zs = np.flatnonzero(organ.any(axis=(1, 2)))
-        held = [organ[b.z, b.y_min : b.y_max + 1, b.x_min : b.x_max + 1].sum() / organ[b.z].sum()
-                for b in prompt.boxes if organ[b.z].any()]  # fmt: skip
-        print(f"Table 2.3 {prompt.name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}), area held "
-              f"{[round(float(h), 3) for h in held]}")  # fmt: skip
+        held = [
+            organ[b.z, b.y_min : b.y_max + 1, b.x_min : b.x_max + 1].sum() / organ[b.z].sum()
+            for b in prompt.boxes
+            if organ[b.z].any()
+        ]
+        print(
+            f"Table 2.3 {prompt.name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}), area held "
+            f"{[round(float(h), 3) for h in held]}"
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ failures
@@ -148,8 +177,13 @@ def test_failing_atlases_are_reported_and_skipped(small, tmp_path):
     flat = good.image.with_data(np.full(good.image.shape, 40, np.int16), name="flat")
     empty = good.truth.with_data(np.zeros_like(good.truth.data))
     other_grid = Volume(good.truth.data[:, :, :-1], spacing=good.truth.spacing, kind=VolumeKind.LABELS)
-    atlases = [(flat, good.truth), (good.image, good.truth), (good.image, empty), (broken, good.truth),
-               (good.image.with_data(good.image.data, name="cropped"), other_grid)]  # fmt: skip
+    atlases = [
+        (flat, good.truth),
+        (good.image, good.truth),
+        (good.image, empty),
+        (broken, good.truth),
+        (good.image.with_data(good.image.data, name="cropped"), other_grid),
+    ]
     result = atlas_prompts(target.image, atlases, LABELS, workers=0)
     assert result.used == ["phantom_ct"]
     reasons = dict(result.failed)
@@ -221,8 +255,10 @@ def test_totalseg_112_slice_atlas_gives_boxes_on_the_30_slice_ct(totalseg):
         prompt, organ = result.prompts.organ(name), truth == value
         ious = [_box_iou(b, organ[b.z]) for b in prompt.boxes]
         zs = np.flatnonzero(organ.any(axis=(1, 2)))
-        print(f"{name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}) box IoU "
-              f"{[round(float(i), 3) for i in ious]}")  # fmt: skip
+        print(
+            f"{name:13s} z {prompt.z_min}..{prompt.z_max} (true {zs[0]}..{zs[-1]}) box IoU "
+            f"{[round(float(i), 3) for i in ious]}"
+        )
         assert min(ious) >= 0.5, name
 
 
@@ -232,10 +268,32 @@ def test_atlas_prompts_command(small, tmp_path, capsys):
     broken = tmp_path / "broken.nii.gz"
     broken.write_bytes(b"\x1f\x8b garbage")
     out, maps = tmp_path / "boxes.json", tmp_path / "maps"
-    args = ["atlas-prompts", str(paths[0]["image"]), "--atlas", str(paths[1]["image"]), str(paths[1]["truth"]),
-            "--atlas", str(paths[2]["image"]), str(paths[2]["truth"]), "--atlas", str(broken), str(paths[1]["truth"]),
-            "--labels", str(paths[0]["labels"]), "--thresholds", "SPL=0.3,pancreas=0.2", "--strategy", "A",
-            "--workers", "0", "--out", str(out), "--score-maps", str(maps), "-q"]  # fmt: skip
+    args = [
+        "atlas-prompts",
+        str(paths[0]["image"]),
+        "--atlas",
+        str(paths[1]["image"]),
+        str(paths[1]["truth"]),
+        "--atlas",
+        str(paths[2]["image"]),
+        str(paths[2]["truth"]),
+        "--atlas",
+        str(broken),
+        str(paths[1]["truth"]),
+        "--labels",
+        str(paths[0]["labels"]),
+        "--thresholds",
+        "SPL=0.3,pancreas=0.2",
+        "--strategy",
+        "A",
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--score-maps",
+        str(maps),
+        "-q",
+    ]
     assert main(args) == 0
     captured = capsys.readouterr()
     assert f"atlas {broken} skipped:" in captured.err

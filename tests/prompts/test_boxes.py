@@ -269,9 +269,14 @@ def test_strategy_d_enlarges_by_default_and_refuses_enlarge_false():
 
 def test_canonical_names_and_lookup():
     assert [canonical_organ_name(n) for n in ("SPL", "rki", "Lki", " GBL ", "PRO", "UTE", "Inferior vena-cava")] == [
-        "spleen", "kidney_right", "kidney_left", "gallbladder", "prostate_uterus", "prostate_uterus",
+        "spleen",
+        "kidney_right",
+        "kidney_left",
+        "gallbladder",
+        "prostate_uterus",
+        "prostate_uterus",
         "inferior_vena_cava",
-    ]  # fmt: skip
+    ]
     s = PromptSet((48, 100, 100), (organ(),))
     assert s.organ("LIV") is s.organ(1) is s.organ("Liver")
     with pytest.raises(InvalidInput, match="no box prompt for 'spleen'"):
@@ -310,8 +315,13 @@ def test_fingerprint_changes_only_with_the_prompt():
     assert base == organ(boxes=tuple(tuple(np.int64(v) for v in b) for b in boxes)).fingerprint()
     assert len(base) == 64
     moved = ((12, 10, 10, 20, 20), (18, 11, 10, 21, 21))  # y_max of one box one voxel further
-    changed = [organ(boxes=moved), organ(boxes=boxes, z_max=31), organ(boxes=boxes, name="spleen"),
-               organ(boxes=boxes, label=2), organ(boxes=((12, 10, 10, 20, 20), (19, 11, 10, 21, 20)))]  # fmt: skip
+    changed = [
+        organ(boxes=moved),
+        organ(boxes=boxes, z_max=31),
+        organ(boxes=boxes, name="spleen"),
+        organ(boxes=boxes, label=2),
+        organ(boxes=((12, 10, 10, 20, 20), (19, 11, 10, 21, 20))),
+    ]
     assert all(p.fingerprint() != base for p in changed)
 
 
@@ -379,9 +389,14 @@ def _edit(d, change):
     return json.dumps(d)
 
 
-GOOD = {"format": "napari-segunc boxes", "version": 1, "shape_zyx": [48, 100, 100], "strategy": "B", "source": "",
-        "organs": [{"label": 1, "name": "liver", "z_min": 10, "z_max": 30,
-                    "boxes": [{"z": 20, "box": [1, 2, 3, 4]}]}]}  # fmt: skip
+GOOD = {
+    "format": "napari-segunc boxes",
+    "version": 1,
+    "shape_zyx": [48, 100, 100],
+    "strategy": "B",
+    "source": "",
+    "organs": [{"label": 1, "name": "liver", "z_min": 10, "z_max": 30, "boxes": [{"z": 20, "box": [1, 2, 3, 4]}]}],
+}
 
 
 @pytest.mark.parametrize(
@@ -399,21 +414,35 @@ GOOD = {"format": "napari-segunc boxes", "version": 1, "shape_zyx": [48, 100, 10
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0].update(z_min=-1)), "slice range -1..30"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0].update(z_min=31)), "slice range 31..30"),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(z=40)), "outside its slice"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[3, 2, 1, 4])),
-         "x_min <= x_max"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[-1, 2, 3, 4])),
-         "0 <= x_min"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 3])),
-         r"\[x_min, y_min, x_max, y_max\]"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 3.5, 4])),
-         "x_max .a voxel index. must be a whole number"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 300, 4])),
-         "does not fit its own 48×100×100 image"),
-        (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"].append({"z": 20, "box": [0, 0, 1, 1]})),
-         "two boxes on slice 20"),
+        (
+            _edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[3, 2, 1, 4])),
+            "x_min <= x_max",
+        ),
+        (
+            _edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[-1, 2, 3, 4])),
+            "0 <= x_min",
+        ),
+        (
+            _edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 3])),
+            r"\[x_min, y_min, x_max, y_max\]",
+        ),
+        (
+            _edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 3.5, 4])),
+            "x_max .a voxel index. must be a whole number",
+        ),
+        (
+            _edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"][0].update(box=[1, 2, 300, 4])),
+            "does not fit its own 48×100×100 image",
+        ),
+        (
+            _edit(
+                json.loads(json.dumps(GOOD)), lambda d: d["organs"][0]["boxes"].append({"z": 20, "box": [0, 0, 1, 1]})
+            ),
+            "two boxes on slice 20",
+        ),
         (_edit(json.loads(json.dumps(GOOD)), lambda d: d["organs"][0].pop("z_max")), "Organ entry 1 lacks z_max"),
     ],
-)  # fmt: skip
+)
 def test_invalid_files_name_the_file(tmp_path, text, message):
     path = tmp_path / "my_boxes.json"
     path.write_text(text)

@@ -183,8 +183,9 @@ def test_rerun_after_a_box_edit_propagates_only_that_organ(study, oracle):
     kidney = prompts.organ("kidney_left")
     b = kidney.boxes[0]
     moved = Box(b.z, b.x_min + 1, b.y_min, b.x_max + 1, b.y_max)
-    edited = prompts.replace(type(kidney)(kidney.label, kidney.name, kidney.z_min, kidney.z_max,
-                                          (moved, *kidney.boxes[1:])))  # fmt: skip
+    edited = prompts.replace(
+        type(kidney)(kidney.label, kidney.name, kidney.z_min, kidney.z_max, (moved, *kidney.boxes[1:]))
+    )
     oracle.clear()
     r2, reports = run(session.segment_job(edited))
     assert oracle == ["kidney_left"] and r2.recomputed == ["kidney_left"]

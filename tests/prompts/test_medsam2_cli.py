@@ -33,9 +33,25 @@ def setup(tmp_path_factory):
 def test_cascade_d_from_a_mask_writes_consistent_results(setup, capsys):
     study, paths, ckpt, root = setup
     out = root / "out_d"
-    args = ["medsam2", str(paths["image"]), "--checkpoint", str(ckpt), "--image-size", "64", "--device", "cpu",
-            "--from-mask", str(paths["truth"]), "--labels", "kidney_right=2,kidney_left=3,spleen=4",
-            "--strategy", "D", "--out", str(out), "-q"]  # fmt: skip
+    args = [
+        "medsam2",
+        str(paths["image"]),
+        "--checkpoint",
+        str(ckpt),
+        "--image-size",
+        "64",
+        "--device",
+        "cpu",
+        "--from-mask",
+        str(paths["truth"]),
+        "--labels",
+        "kidney_right=2,kidney_left=3,spleen=4",
+        "--strategy",
+        "D",
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert main(args) == 0
     image = read_volume(paths["image"])
     seg = read_volume(out / "segmentation.nii.gz", kind="labels")
@@ -53,8 +69,12 @@ def test_cascade_d_from_a_mask_writes_consistent_results(setup, capsys):
     prompts = json.loads((out / "prompts.json").read_text())
     assert prompts["strategy"] == "D" and len(prompts["passes"]) == 2
     assert prompts["channels"] == {"background": 0, "kidney_right": 2, "kidney_left": 3, "spleen": 4}
-    first = prompts_from_mask(study.truth.data, {"kidney_right": 2, "kidney_left": 3, "spleen": 4},
-                              strategy=Strategy.B, source=f"mask:{paths['truth']}")  # fmt: skip
+    first = prompts_from_mask(
+        study.truth.data,
+        {"kidney_right": 2, "kidney_left": 3, "spleen": 4},
+        strategy=Strategy.B,
+        source=f"mask:{paths['truth']}",
+    )
     assert prompts["passes"][0]["organs"] == first.to_dict()["organs"]
     timings = json.loads((out / "timings.json").read_text())
     assert timings["device"] == "cpu" and len(timings["passes"]) == 2 and timings["encoder_runs"] > 0
@@ -78,8 +98,12 @@ def test_boxes_file_route_and_bad_input(setup, capsys, tmp_path):
     assert saved["passes"][0]["organs"] == boxes.to_dict()["organs"] and len(saved["passes"]) == 1
 
     # a checkpoint of another architecture, a corrupt one, boxes for another grid: exit 2 with the file named
-    assert main([*base, "--config", "sam2.1_hiera_s", "--boxes", str(tmp_path / "boxes.json"),
-                 "--out", str(tmp_path / "x")]) == 2  # fmt: skip
+    assert (
+        main(
+            [*base, "--config", "sam2.1_hiera_s", "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "x")]
+        )
+        == 2
+    )
     assert "does not fit the 'sam2.1_hiera_s' model" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -80,8 +80,12 @@ def test_numba_kernels_equal_numpy_twins():
     for renorm in (False, True):
         out = []
         for kernel in (K.accumulate, K.accumulate_numpy):
-            sums = (np.zeros((3, bad.shape[1]), np.float32), np.zeros((3, bad.shape[1]), np.float32),
-                    np.zeros(bad.shape[1], np.float32), np.zeros((3, bad.shape[1]), np.uint8))  # fmt: skip
+            sums = (
+                np.zeros((3, bad.shape[1]), np.float32),
+                np.zeros((3, bad.shape[1]), np.float32),
+                np.zeros(bad.shape[1], np.float32),
+                np.zeros((3, bad.shape[1]), np.uint8),
+            )
             counts = kernel(bad, 1e-3, renorm, 1, *sums)
             out.append((counts, sums))
         assert out[0][0] == out[1][0] == ((7, 5, 0) if renorm else (7, 5, 2))

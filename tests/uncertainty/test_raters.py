@@ -69,8 +69,9 @@ def test_maps_match_brute_force(k, c):
     np.testing.assert_allclose(a.rater_variance.reshape(len(labels), -1), soft * (1 - soft), atol=1e-7)
     assert a.soft_labels.dtype == a.rater_variance.dtype == a.vote_entropy.dtype == np.float32
     norm = analyze_raters(raters, staple=False, normalized=True)
-    np.testing.assert_allclose(norm.vote_entropy.ravel(), scipy.stats.entropy(soft, axis=0) / math.log(len(labels)),
-                               atol=2e-6)  # fmt: skip
+    np.testing.assert_allclose(
+        norm.vote_entropy.ravel(), scipy.stats.entropy(soft, axis=0) / math.log(len(labels)), atol=2e-6
+    )
     mode = scipy.stats.mode(stack, axis=0).mode  # smallest value among ties
     np.testing.assert_array_equal(a.majority.ravel(), mode)
     assert a.majority.dtype == np.uint8
@@ -110,9 +111,17 @@ def test_majority_tie_goes_to_the_lowest_label():
 def test_fleiss_kappa_published_example():
     # Fleiss (1971) as worked on Wikipedia "Fleiss' kappa": 10 subjects, 14 raters, 5 categories, κ = 0.210.
     table = [
-        [0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-        [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7],
-    ]  # fmt: skip
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     assert round(fleiss_kappa(table), 3) == 0.210
     perfect = [[5, 0, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0]]
     assert fleiss_kappa(perfect) == pytest.approx(1.0)
@@ -154,8 +163,14 @@ def test_dice_nan_when_both_raters_lack_the_class():
     rows = r.agreement_rows()
     assert all(tuple(row) == AGREEMENT_COLUMNS for row in rows)
     assert [row["kind"] for row in rows] == ["dice"] * 3 + ["fleiss_kappa"] * 3
-    assert rows[0] == {"kind": "dice", "label": 1, "name": "liver", "rater_a": "ann", "rater_b": "bob",
-                       "value": pytest.approx(2 / 3)}  # fmt: skip
+    assert rows[0] == {
+        "kind": "dice",
+        "label": 1,
+        "name": "liver",
+        "rater_a": "ann",
+        "rater_b": "bob",
+        "value": pytest.approx(2 / 3),
+    }
 
 
 def test_staple_equals_simpleitk_called_directly():
@@ -184,8 +199,9 @@ def test_staple_flags_the_over_segmenting_rater():
     good_a, good_b = ball.copy(), ball.copy()
     good_b[10, 15, 8] = False  # one voxel missed
     over = ndimage.binary_dilation(ball, iterations=3)
-    a = analyze_raters([good_a.astype(np.uint8), good_b.astype(np.uint8), over.astype(np.uint8)],
-                       names=["good a", "good b", "over"])  # fmt: skip
+    a = analyze_raters(
+        [good_a.astype(np.uint8), good_b.astype(np.uint8), over.astype(np.uint8)], names=["good a", "good b", "over"]
+    )
     sens, spec = a.sensitivity[1], a.specificity[1]
     assert spec[2] == min(spec) and spec[2] < 0.9 and min(spec[:2]) > 0.999
     assert min(sens) > 0.99

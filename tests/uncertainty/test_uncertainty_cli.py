@@ -30,12 +30,34 @@ def test_uncertainty_command_on_toy_raters(values_toy, tmp_path, capsys):
             args += ["--group", f"rater{k + 1}:{path}"]
             members.append((f"rater{k + 1}", p))
     out = tmp_path / "out"
-    code = main(["uncertainty", *args, "--reference", str(values_toy / "imagesTr" / "0003.nii.gz"),
-                 "--out", str(out), "--labels", "object=1", "--top-q", "0.999", "-q"])  # fmt: skip
+    code = main(
+        [
+            "uncertainty",
+            *args,
+            "--reference",
+            str(values_toy / "imagesTr" / "0003.nii.gz"),
+            "--out",
+            str(out),
+            "--labels",
+            "object=1",
+            "--top-q",
+            "0.999",
+            "-q",
+        ]
+    )
     assert code == 0
     assert "all          6 member(s)" in capsys.readouterr().out
-    expected = {"mean_probabilities", "variance", "segmentation", "entropy", "expected_entropy",
-                "mutual_information", "mean_variance", "max_prob_uncertainty", "member_disagreement"}  # fmt: skip
+    expected = {
+        "mean_probabilities",
+        "variance",
+        "segmentation",
+        "entropy",
+        "expected_entropy",
+        "mutual_information",
+        "mean_variance",
+        "max_prob_uncertainty",
+        "member_disagreement",
+    }
     for folder in (out, out / "rater1", out / "rater2", out / "rater3"):
         assert {p.name.removesuffix(".nii.gz") for p in folder.glob("*.nii.gz")} == expected
         assert (folder / "regions.csv").exists()
