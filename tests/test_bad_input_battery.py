@@ -657,6 +657,23 @@ CASES = [
         "a_file is a file",
     ),
     C(
+        "resample-like-missing",
+        lambda c: [
+            "resample",
+            str(c.s / "truth.nii.gz"),
+            "--like",
+            str(c.s / "nope.nii.gz"),
+            "--out",
+            str(c.w / "r.nii.gz"),
+        ],
+        "nope.nii.gz does not exist",
+    ),
+    C(
+        "resample-onto-input",
+        lambda c: ["resample", str(c.s / "truth.nii.gz"), "--like", _ph(c), "--out", _ph(c), "--overwrite"],
+        "image.nii.gz",
+    ),
+    C(
         "atlas-exists",
         lambda c: [
             "atlas-prompts",
@@ -760,6 +777,7 @@ def test_battery_size():
         "medsam2",
         "atlas-prompts",
         "simulate-clicks",
+        "resample",
         "predict",
     }
 

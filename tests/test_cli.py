@@ -103,7 +103,7 @@ def test_help_lists_every_command_on_one_line_in_an_80_column_terminal(monkeypat
     monkeypatch.setenv("COLUMNS", "80")
     parser = build_parser()
     commands = list(parser._subparsers._group_actions[0].choices)  # argparse keeps its subparsers there
-    assert len(commands) == 14
+    assert len(commands) == 15
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0
@@ -114,3 +114,32 @@ def test_help_lists_every_command_on_one_line_in_an_80_column_terminal(monkeypat
         assert len(line) <= 80
         help_text = parser._subparsers._group_actions[0]._choices_actions[commands.index(command)].help
         assert line.split(None, 1)[1] == help_text  # the whole help on the command's own line
+
+
+def test_info_reads_the_probability_maps_the_tool_writes(tmp_path, capsys):
+    from napari_segunc.io import write_probabilities
+    from napari_segunc.phantom import make_phantom
+
+    study = make_phantom(seed=2, n_raters=1)
+    rng = np.random.default_rng(0)
+    p = rng.random((4, *study.image.shape)).astype(np.float32)
+    p /= p.sum(axis=0)
+    p[:, 3, 4, 5] = [0.5, 0.3, 0.3, 0.0]  # one voxel sums to 1.1
+    path = write_probabilities(p, study.image, tmp_path / "probs.nii.gz")
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    sums = p.astype(np.float64).sum(axis=0)
+    assert info["classes"] == 4 and info["canonical_shape_czyx"] == [4, *study.image.shape]
+    assert info["sum_max"] == pytest.approx(float(sums.max()), abs=1e-6)
+    assert (
+        info["sum_max_deviation"] == pytest.approx(float(np.abs(sums - 1).max()), abs=1e-6) and info["sum_max"] > 1.09
+    )
+    for c, row in enumerate(info["per_class"]):
+        assert (row["min"], row["max"]) == (float(p[c].min()), float(p[c].max()))
+        assert row["mean"] == pytest.approx(float(p[c].mean()), rel=1e-5)
+    ref = sitk.ReadImage(str(path))  # SimpleITK reads the 4D file as (x, y, z, class)
+    assert info["size"] == list(ref.GetSize()[:3]) and np.allclose(info["spacing"], ref.GetSpacing()[:3])
+    assert np.allclose(info["origin"], ref.GetOrigin()[:3])
+    assert main(["info", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "4 classes (background first)" in text and "largest deviation from 1: 0.1" in text

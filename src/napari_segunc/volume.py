@@ -404,5 +404,5 @@ def check_same_grid(
         raise GeometryMismatch(
             f"{other_name} does not match the grid of {ref_name}: "
             + "; ".join(problems)
-            + ". Resample it onto the image first (e.g. with the tool that produced it)."
+            + f". Resample it onto the image first: segunc resample {other_name} --like {ref_name} --out FILE."
         )

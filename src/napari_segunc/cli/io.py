@@ -7,9 +7,73 @@ import json
 from typing import Any
 
 from ..errors import InvalidInput
-from ._common import add_overwrite
+from ._common import add_overwrite, add_trust_pickle
 
 __all__ = ["add_commands"]
+
+
+def _is_probability_map(path: str) -> bool:
+    """A 4D NIfTI or an nnU-Net .npz: class probabilities (what `segunc uncertainty` reads and `predict` writes)."""
+    from pathlib import Path
+
+    from ..io.probabilities import probability_shape
+    from ..io.readers import file_suffix
+
+    p = Path(path).expanduser()
+    if not p.is_file() or file_suffix(p) not in (".npz", ".nii", ".nii.gz"):
+        return False
+    shape = probability_shape(p)
+    return shape is not None and len(shape) == 4
+
+
+def _probability_info(args: argparse.Namespace) -> int:
+    """``segunc info`` of a probability map: its grid, its classes and how close every voxel's sum is to 1."""
+    import numpy as np
+
+    from ..io import read_probabilities
+
+    probs = read_probabilities(args.path, trust_pickle=args.trust_pickle)
+    data, src = probs.data, probs.grid.source
+    sums = np.zeros(data.shape[1:], np.float64)
+    for channel in data:  # one class at a time: no float64 copy of the whole map
+        sums += channel
+    worst = float(np.abs(sums - 1.0).max()) if sums.size else 0.0
+    per_class = [
+        {"class": c, "min": float(data[c].min()), "max": float(data[c].max()), "mean": float(data[c].mean())}
+        for c in range(data.shape[0])
+    ]
+    info: dict[str, Any] = {
+        "path": src.path,
+        "format": "probabilities",
+        "classes": int(data.shape[0]),
+        "canonical_shape_czyx": list(data.shape),
+        "size": list(src.size),
+        "spacing": list(src.spacing),
+        "origin": list(src.origin),
+        "direction": list(src.direction),
+        "orientation": src.orientation,
+        "dtype": str(data.dtype),
+        "sum_min": float(sums.min()),
+        "sum_max": float(sums.max()),
+        "sum_max_deviation": worst,
+        "per_class": per_class,
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    fmt3 = lambda v: " × ".join(f"{x:g}" for x in v)  # noqa: E731
+    lines = [
+        f"path         {src.path}",
+        f"format       class probabilities, {data.shape[0]} classes (background first), {data.dtype}",
+        f"size         {fmt3(src.size)} voxels (x, y, z) × {data.shape[0]} classes",
+        f"spacing      {fmt3(src.spacing)} mm",
+        f"origin       ({', '.join(f'{x:.4f}' for x in src.origin)}) mm (LPS, ITK convention)",
+        f"orientation  {src.orientation}",
+        f"sum over classes  {info['sum_min']:.6g} .. {info['sum_max']:.6g} (largest deviation from 1: {worst:.2g})",
+    ]
+    lines += [f"class {r['class']:<3d}    {r['min']:.4g} .. {r['max']:.4g}, mean {r['mean']:.4g}" for r in per_class]
+    print("\n".join(lines))
+    return 0
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -17,6 +81,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
     from ..io import read_volume
 
+    if _is_probability_map(args.path):
+        return _probability_info(args)
     vol = read_volume(args.path, series_id=args.series_id)
     src = vol.source
     data = vol.data
@@ -96,12 +162,48 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_resample(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..io import check_outputs, read_volume, write_probabilities, write_volume
+    from ..io.resample import resample_like, resample_probabilities_like
+    from ..volume import VolumeKind
+
+    check_outputs([args.out], inputs=[args.moving, args.like], overwrite=args.overwrite, option="--out")
+    reference = read_volume(args.like)
+    if _is_probability_map(args.moving):
+        from ..io import read_probabilities
+
+        probs = read_probabilities(args.moving, trust_pickle=args.trust_pickle)
+        done = resample_probabilities_like(probs.data, probs.grid, reference)
+        out = write_probabilities(done.data, reference, args.out, overwrite=args.overwrite)
+        what = f"{probs.data.shape[0]} class probabilities (linear, renormalised)"
+    else:
+        kind = None if args.kind == "auto" else VolumeKind(args.kind)
+        moving = read_volume(args.moving, kind=kind)
+        done = resample_like(moving, reference)
+        kind = moving.kind
+        out = write_volume(
+            reference.with_data(done.data, kind=kind, name=moving.name), args.out, overwrite=args.overwrite
+        )
+        what = "labels (nearest neighbour)" if kind is VolumeKind.LABELS else f"{kind.value} (linear)"
+    if done.outside > 0:
+        print(
+            f"segunc resample: warning: {done.outside:.1%} of {args.like}'s voxels lie outside {args.moving}; they "
+            "were filled with background.",
+            file=sys.stderr,
+        )
+    print(f"{args.moving} → {out}: {what} on the grid of {args.like}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``info``, ``convert`` and ``phantom`` to the ``segunc`` subparsers."""
+    """Add ``info``, ``convert``, ``resample`` and ``phantom`` to the ``segunc`` subparsers."""
     p = sub.add_parser("info", help="geometry (size, spacing, origin, direction) and values")
-    p.add_argument("path", help="NIfTI / NRRD / MHA / MHD file or DICOM folder")
+    p.add_argument("path", help="NIfTI / NRRD / MHA / MHD file, DICOM folder, or a probability map (4D NIfTI, .npz)")
     _add_series_id(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_trust_pickle(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("convert", help="convert between formats, keeping the geometry exactly")
@@ -110,6 +212,20 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _add_series_id(p)
     add_overwrite(p, "replace an existing output file")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("resample", help="resample a label map or a map onto an image's grid")
+    p.add_argument("moving", help="the label map, image, float map or probability map (4D NIfTI, .npz) to move")
+    p.add_argument("--like", required=True, metavar="IMAGE", help="the image whose grid to resample onto")
+    p.add_argument(
+        "--kind",
+        choices=("auto", "labels", "intensity", "float_map"),
+        default="auto",
+        help="how to read MOVING (default: from its values); labels use nearest neighbour, the rest linear",
+    )
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (its suffix picks the format)")
+    add_trust_pickle(p)
+    add_overwrite(p, "replace an existing output file")
+    p.set_defaults(func=_cmd_resample)
 
     p = sub.add_parser("phantom", help="write the synthetic abdominal CT study with its raters")
     p.add_argument("out_dir", help="folder to write image.nii.gz, truth.nii.gz, rater_K.nii.gz, labels.json")
