@@ -12,6 +12,17 @@ from ._common import add_overwrite, add_trust_pickle
 __all__ = ["add_commands"]
 
 
+def _geometry(src) -> dict[str, Any]:
+    """A source file's geometry as `segunc info --json` reports it (ITK order, LPS)."""
+    return {
+        "size": list(src.size),
+        "spacing": list(src.spacing),
+        "origin": list(src.origin),
+        "direction": list(src.direction),
+        "orientation": src.orientation,
+    }
+
+
 def _is_probability_map(path: str) -> bool:
     """A 4D NIfTI or an nnU-Net .npz: class probabilities (what `segunc uncertainty` reads and `predict` writes)."""
     from pathlib import Path
@@ -47,11 +58,7 @@ def _probability_info(args: argparse.Namespace) -> int:
         "format": "probabilities",
         "classes": int(data.shape[0]),
         "canonical_shape_czyx": list(data.shape),
-        "size": list(src.size),
-        "spacing": list(src.spacing),
-        "origin": list(src.origin),
-        "direction": list(src.direction),
-        "orientation": src.orientation,
+        **_geometry(src),
         "dtype": str(data.dtype),
         "sum_min": float(sums.min()),
         "sum_max": float(sums.max()),
@@ -90,11 +97,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {
         "path": src.path,
         "format": src.format.value,
-        "size": list(src.size),
-        "spacing": list(src.spacing),
-        "origin": list(src.origin),
-        "direction": list(src.direction),
-        "orientation": src.orientation,
+        **_geometry(src),
         "dtype": str(data.dtype),
         "kind": vol.kind.value,
         "modality": vol.modality.value,
