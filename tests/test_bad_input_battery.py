@@ -674,6 +674,21 @@ CASES = [
         "image.nii.gz",
     ),
     C(
+        "dicom-seg-suffix",
+        lambda c: ["export-dicom-seg", str(c.s / "dicom_dup"), str(c.s / "truth.nii.gz"), "--out", str(c.w / "s.nii")],
+        "a DICOM SEG file ends in .dcm",
+    ),
+    C(
+        "dicom-seg-from-nifti",
+        lambda c: ["export-dicom-seg", _ph(c), str(c.s / "truth.nii.gz"), "--out", str(c.w / "s.dcm")],
+        "is not a DICOM series",
+    ),
+    C(
+        "dicom-seg-gap",
+        lambda c: ["export-dicom-seg", str(c.s / "dicom_gap"), str(c.s / "truth.nii.gz"), "--out", str(c.w / "s.dcm")],
+        "has a gap of 4.00 mm",
+    ),
+    C(
         "atlas-exists",
         lambda c: [
             "atlas-prompts",
@@ -778,6 +793,7 @@ def test_battery_size():
         "atlas-prompts",
         "simulate-clicks",
         "resample",
+        "export-dicom-seg",
         "predict",
     }
 

@@ -37,15 +37,15 @@ _GROUPS = (io, uncertainty, metrics, inference, prompts, demo)
 
 
 class _OneLineEach(argparse.HelpFormatter):
-    """``segunc --help`` lists each command on one line in an 80-column terminal (help texts stay ≤ 57 characters).
+    """``segunc --help`` lists each command on one line in an 80-column terminal (help texts stay ≤ 56 characters).
 
     argparse measures the commands at the group's indent (2) but prints them at 4, so the longest one
-    (``evaluate-cohort``) would push its help to the next line: start the measured width at the printed one.
+    (``export-dicom-seg``) would push its help to the next line: start the measured width at the printed one.
     """
 
     def __init__(self, prog: str) -> None:
-        super().__init__(prog, max_help_position=21)
-        self._action_max_length = 19  # "    evaluate-cohort"
+        super().__init__(prog, max_help_position=22)
+        self._action_max_length = 20  # "    export-dicom-seg"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""``segunc info``, ``segunc convert`` and ``segunc phantom``: images and the phantom study, read and written."""
+"""``segunc info``, ``convert``, ``resample``, ``export-dicom-seg`` and ``phantom``: images, label maps and the
+phantom study, read, moved between grids and written."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from typing import Any
 
 from ..errors import InvalidInput
-from ._common import add_overwrite, add_trust_pickle
+from ._common import add_labels, add_overwrite, add_trust_pickle
 
 __all__ = ["add_commands"]
 
@@ -200,6 +201,47 @@ def _cmd_resample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export_dicom_seg(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import check_outputs, read_probabilities, read_volume
+    from ..io.dicom_seg import write_dicom_seg
+    from ..labels import parse_labels
+    from ..volume import check_same_grid
+
+    if (args.labels_map is None) == (args.probabilities is None):
+        raise InvalidInput("Give the label map to export, or --probabilities P for a fractional SEG (not both).")
+    if not str(args.out).lower().endswith(".dcm"):
+        raise InvalidInput(f"{args.out}: a DICOM SEG file ends in .dcm.")
+    organs = parse_labels(args.labels)
+    inputs = [args.dicom_dir, args.labels_map, args.probabilities, args.labels]
+    check_outputs([args.out], inputs=inputs, overwrite=args.overwrite, option="--out")
+    image = read_volume(args.dicom_dir, series_id=args.series_id)
+    if image.source is None or image.source.format.value != "dicom":
+        raise InvalidInput(f"{args.dicom_dir} is not a DICOM series; DICOM SEG references the source DICOM slices.")
+    if args.labels_map is not None:
+        labels = read_volume(args.labels_map, kind="labels")
+        check_same_grid(image, labels)
+        organs = organs or {f"label_{v}": int(v) for v in np.unique(labels.data) if v != 0}
+        data, automatic, kind = {"labels": labels.data}, args.automatic, "binary"
+    else:
+        probs = read_probabilities(args.probabilities, reference=image)
+        organs = organs or {f"label_{c}": c for c in range(1, probs.data.shape[0])}
+        data, automatic, kind = {"probabilities": probs.data}, True, "fractional"
+    out = write_dicom_seg(
+        image,
+        args.out,
+        organs=organs,
+        algorithm=args.algorithm,
+        models=args.model or (),
+        automatic=automatic,
+        overwrite=args.overwrite,
+        **data,
+    )
+    print(f"DICOM SEG ({kind}, {len(organs)} organ(s), referencing {args.dicom_dir}) → {out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``info``, ``convert``, ``resample`` and ``phantom`` to the ``segunc`` subparsers."""
     p = sub.add_parser("info", help="geometry (size, spacing, origin, direction) and values")
@@ -229,6 +271,19 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_trust_pickle(p)
     add_overwrite(p, "replace an existing output file")
     p.set_defaults(func=_cmd_resample)
+
+    p = sub.add_parser("export-dicom-seg", help="labels or probabilities as DICOM SEG of their series")
+    p.add_argument("dicom_dir", help="the DICOM folder the labels were made on")
+    p.add_argument("labels_map", nargs="?", help="the label map (any format, on the series' grid)")
+    p.add_argument("--probabilities", metavar="P", help="class probabilities (4D NIfTI): a FRACTIONAL SEG instead")
+    add_labels(p, "organ names and label values (name=value,… or a labels.json; default: label_<value>)")
+    _add_series_id(p)
+    p.add_argument("--algorithm", default="napari-segunc", help="the algorithm named in each segment")
+    p.add_argument("--model", action="append", metavar="NAME", help="a model that made the labels (repeat)")
+    p.add_argument("--automatic", action="store_true", help="the labels are a model's raw output (not reviewed)")
+    p.add_argument("--out", required=True, metavar="FILE.dcm", help="the DICOM SEG file to write")
+    add_overwrite(p, "replace an existing output file")
+    p.set_defaults(func=_cmd_export_dicom_seg)
 
     p = sub.add_parser("phantom", help="write the synthetic abdominal CT study with its raters")
     p.add_argument("out_dir", help="folder to write image.nii.gz, truth.nii.gz, rater_K.nii.gz, labels.json")
