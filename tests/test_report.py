@@ -207,3 +207,11 @@ def test_an_export_set_shares_one_version_and_is_written_whole_or_not_at_all(stu
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
     with pytest.raises(InvalidInput, match="no label map"):
         case.CaseExport(image=study.image, case="x")
+
+
+def test_dicom_seg_export_needs_an_image_from_dicom():
+    from napari_segunc.report.case import CaseExport
+
+    study = make_phantom(seed=1, n_raters=1)
+    with pytest.raises(InvalidInput, match="DICOM SEG references the image's DICOM series: open the image from its"):
+        CaseExport(image=study.image, case="c", labels=study.truth.data, write_dicom_seg=True)

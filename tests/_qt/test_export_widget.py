@@ -211,3 +211,44 @@ def test_the_canvas_legend_follows_what_is_shown(make_napari_viewer, phantom_stu
     for layer in raters:
         layer.visible = False
     assert not text.visible
+
+
+def test_dicom_seg_is_offered_for_a_dicom_image_and_round_trips(open_study, wait_idle, totalseg, tmp_path):
+    """An image opened from its DICOM series: the dock offers (and ticks) DICOM SEG; the exported SEG read back with
+    highdicom equals the working annotation voxel for voxel. A NIfTI image: DICOM SEG is not offered."""
+    from napari_segunc.io.dicom_seg import read_dicom_seg_labels
+
+    viewer, opener = open_study()
+    opener.open_image(totalseg / "example_ct_sm.nii.gz")
+    wait_idle(opener)
+    _, widget = open_dock(viewer, "Export")
+    assert not widget.dicom_seg_check.isEnabled() and not widget.dicom_seg_check.isChecked()
+
+    opener.open_image(totalseg / "example_ct_dicom")
+    wait_idle(opener)
+    name = next(la.name for la in viewer.layers if la.name.startswith("example_ct_dicom"))
+    widget.image_combo.setCurrentText(name)
+    assert widget.dicom_seg_check.isEnabled() and widget.dicom_seg_check.isChecked()
+    image_layer = viewer.layers[name]
+    labels = read_volume(totalseg / "example_seg_dicom.nii.gz", kind="labels").data
+    state = review_for(viewer, image_layer, autosave=False)
+    organs = {"spleen": 1, "liver": 5}
+    image_layer.metadata["segunc_labels"] = organs  # the organ names the image's label table gives
+    for organ, value in organs.items():
+        state.annotation.set_organ(labels == value, value, description=f"accept {organ}")
+    for box in (widget.maps_check, widget.prompts_check, widget.metrics_check, widget.report_check):
+        box.setChecked(False)
+    widget.export(tmp_path / "out")
+    wait_idle(widget, timeout=60_000)
+    assert set(widget.written) == {"labels", "dicom_seg"} and widget.written["dicom_seg"].suffix == ".dcm"
+    back, segments = read_dicom_seg_labels(widget.written["dicom_seg"], image_volume_of(image_layer))
+    expected = np.zeros(labels.shape, np.uint16)
+    for number, value in enumerate(sorted(organs.values()), start=1):
+        expected[labels == value] = number
+    assert np.array_equal(back, expected) and set(segments) == {"spleen", "liver"}
+
+
+def image_volume_of(layer):
+    from napari_segunc._qt._session import image_volume
+
+    return image_volume(layer)

@@ -116,8 +116,12 @@ class ExportWidget(QWidget):
         self.prompts_check = QCheckBox("box prompts (boxes.json)")
         self.metrics_check = QCheckBox("metrics table (CSV)")
         self.report_check = QCheckBox("one-page PNG report")
+        self.dicom_seg_check = QCheckBox("DICOM SEG (the image's DICOM series)")
+        self.dicom_seg_check.setToolTip("The labels as a DICOM Segmentation referencing the source series, for a PACS")
         for box in self.checks:
             box.setChecked(True)
+        self.dicom_seg_check.setChecked(False)  # offered (ticked) when the image came from a DICOM series
+        self.dicom_seg_check.setEnabled(False)
         self.export_button = QPushButton("Export")
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
@@ -159,7 +163,14 @@ class ExportWidget(QWidget):
     # -------------------------------------------------------------------------------- state
     @property
     def checks(self) -> list[QCheckBox]:
-        return [self.labels_check, self.maps_check, self.prompts_check, self.metrics_check, self.report_check]
+        return [
+            self.labels_check,
+            self.maps_check,
+            self.prompts_check,
+            self.metrics_check,
+            self.report_check,
+            self.dicom_seg_check,
+        ]
 
     @property
     def inputs(self) -> list[QWidget]:
@@ -169,7 +180,7 @@ class ExportWidget(QWidget):
             self.folder_edit,
             self.browse_button,
             self.case_edit,
-            *self.checks,
+            *[box for box in self.checks if box is not self.dicom_seg_check],  # enabled by the image's source
             self.export_button,
         ]
 
@@ -227,7 +238,15 @@ class ExportWidget(QWidget):
         except InvalidInput:
             self.labels_combo.addItem("(no image)", "")
             self.maps_check.setText("uncertainty maps")
+            self.dicom_seg_check.setEnabled(False)
+            self.dicom_seg_check.setChecked(False)
             return
+        from_dicom = (
+            image.source is not None and image.source.format is not None and image.source.format.value == "dicom"
+        )
+        if from_dicom != self.dicom_seg_check.isEnabled():
+            self.dicom_seg_check.setEnabled(from_dicom)
+            self.dicom_seg_check.setChecked(from_dicom)
         annotation = annotation_layer(self.viewer, image_layer)
         if annotation is not None:
             self.labels_combo.addItem(f"{annotation.name} (working annotation)", annotation.name)
@@ -300,7 +319,7 @@ class ExportWidget(QWidget):
         state = find_review(self.viewer, image_layer)
         notes: list[str] = []
         labels, names = None, {}
-        if self.labels_check.isChecked() or self.report_check.isChecked():
+        if self.labels_check.isChecked() or self.report_check.isChecked() or self.dicom_seg_check.isChecked():
             layer = self.labels_layer()
             if layer is None:
                 raise InvalidInput(
@@ -342,6 +361,7 @@ class ExportWidget(QWidget):
             write_metrics=self.metrics_check.isChecked(),
             write_report=self.report_check.isChecked(),
             report_map=(entropy or list(maps) or [None])[0],
+            write_dicom_seg=self.dicom_seg_check.isChecked(),
         )
         return export, notes
 

@@ -40,7 +40,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-LABELS, PROMPTS, METRICS, REPORT = "labels", "prompts", "metrics", "report"
+LABELS, PROMPTS, METRICS, REPORT, DICOM_SEG = "labels", "prompts", "metrics", "report", "dicom_seg"
 _MAP = "map:"
 
 
@@ -78,6 +78,9 @@ class CaseExport:
         report's table.
     label_names : dict of str to int
         Organ name → label value (report legend and table).
+    write_dicom_seg : bool
+        Also write the label map as ``<case>_seg.dcm``, a DICOM SEG referencing the image's DICOM series
+        (`napari_segunc.io.dicom_seg`); only for an image opened from DICOM.
     write_labels, write_maps, write_metrics, write_report : bool
         Which outputs to write (maps and metrics only when there are some; the prompts whenever given).
     report_map : str, optional
@@ -97,6 +100,7 @@ class CaseExport:
     write_metrics: bool = True
     write_report: bool = True
     report_map: str | None = None
+    write_dicom_seg: bool = False
 
     def __post_init__(self) -> None:
         shape = self.image.shape
@@ -105,7 +109,14 @@ class CaseExport:
         for name, data in self.maps.items():
             if tuple(np.shape(data)) != shape:
                 raise GeometryMismatch(f"The map '{name}' has shape {np.shape(data)} but the image {shape}.")
-        if (self.write_labels or self.write_report) and self.labels is None:
+        if self.write_dicom_seg:
+            src = self.image.source
+            if src is None or src.format is None or src.format.value != "dicom":
+                raise InvalidInput(
+                    "DICOM SEG references the image's DICOM series: open the image from its DICOM folder, or untick "
+                    "DICOM SEG."
+                )
+        if (self.write_labels or self.write_report or self.write_dicom_seg) and self.labels is None:
             raise InvalidInput(
                 "There is no label map to export: accept a result into the working annotation, or "
                 "choose a labels layer."
@@ -132,6 +143,8 @@ def _stems(export: CaseExport) -> dict[str, tuple[str, str]]:
         stems[METRICS] = (f"{case}_metrics", ".csv")
     if export.write_report:
         stems[REPORT] = (f"{case}_report", ".png")
+    if export.write_dicom_seg:
+        stems[DICOM_SEG] = (f"{case}_seg", ".dcm")
     return stems
 
 
@@ -183,6 +196,12 @@ def _writer(export: CaseExport, key: str):
     if key == METRICS:
         rows = export.metrics_rows
         return lambda path: write_csv(rows, path, columns=_csv_columns(rows))
+    if key == DICOM_SEG:
+        from ..io.dicom_seg import write_dicom_seg
+
+        labels = np.asarray(export.labels)
+        organs = export.label_names or {f"label_{v}": int(v) for v in np.unique(labels) if v != 0}
+        return lambda path: write_dicom_seg(image, path, organs=organs, labels=labels)
     if key == REPORT:
         from .page import write_case_report
 
@@ -200,7 +219,13 @@ def _writer(export: CaseExport, key: str):
     raise ValueError(f"unknown export item {key!r}")
 
 
-_WHAT = {LABELS: "label map", PROMPTS: "box prompts", METRICS: "metrics table", REPORT: "PNG report"}
+_WHAT = {
+    LABELS: "label map",
+    PROMPTS: "box prompts",
+    METRICS: "metrics table",
+    REPORT: "PNG report",
+    DICOM_SEG: "DICOM SEG",
+}
 
 
 def describe(key: str) -> str:
