@@ -15,9 +15,14 @@ __all__ = ["check_label_table", "parse_labels"]
 
 
 def parse_labels(text: str | None) -> dict[str, int] | None:
-    """``name=value,name=value`` or the path of a JSON file ``{"liver": 1, ...}`` (e.g. a phantom's labels.json)."""
+    """``name=value,name=value``, the path of a JSON file ``{"liver": 1, ...}`` (e.g. a phantom's labels.json), or
+    the name of a known table (``totalsegmentator``, ``amos22``, ``btcv``, ``curvas``: `napari_segunc.label_tables`)."""
     if not text:
         return None
+    from .label_tables import TABLES, named_table
+
+    if "=" not in text and not text.endswith(".json") and text.strip().lower() in TABLES:
+        return named_table(text)
     if text.endswith(".json") or Path(text).is_file():
         try:
             mapping = json.loads(Path(text).read_text(encoding="utf-8"))
@@ -40,7 +45,8 @@ def parse_labels(text: str | None) -> dict[str, int] | None:
         name, sep, value = item.partition("=")
         if not sep or not value.strip().lstrip("-").isdigit():
             raise InvalidInput(
-                f"--labels expects name=value pairs separated by commas (liver=1,spleen=4), got '{item}'."
+                f"--labels expects name=value pairs separated by commas (liver=1,spleen=4), a labels.json or a "
+                f"table name (totalsegmentator, amos22, btcv, curvas), got '{item}'."
             )
         if name.strip() in labels:
             raise InvalidInput(f"--labels names '{name.strip()}' twice; give each organ once.")

@@ -242,6 +242,30 @@ def _cmd_export_dicom_seg(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_relabel(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import check_outputs, read_volume, write_volume
+    from ..label_tables import map_labels
+    from ..labels import parse_labels
+
+    source, target = parse_labels(args.source), parse_labels(args.target)
+    check_outputs([args.out], inputs=[args.labels_map], overwrite=args.overwrite, option="--out")
+    labels = read_volume(args.labels_map, kind="labels")
+    unknown = sorted({int(v) for v in np.unique(labels.data) if v != 0} - {int(v) for v in source.values()})
+    if unknown:
+        raise InvalidInput(
+            f"{args.labels_map} holds label value(s) {', '.join(map(str, unknown[:8]))} that --from {args.source} "
+            "does not name; is it the right table?"
+        )
+    mapped = map_labels(labels.data, source, target)
+    out = write_volume(labels.with_data(mapped, name=labels.name), args.out, overwrite=args.overwrite)
+    kept = sorted({int(v) for v in np.unique(mapped) if v != 0})
+    names = {v: n for n, v in target.items()}
+    print(f"{args.labels_map} → {out}: {', '.join(names.get(v, str(v)) for v in kept) or 'nothing'} ({args.target})")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``info``, ``convert``, ``resample`` and ``phantom`` to the ``segunc`` subparsers."""
     p = sub.add_parser("info", help="geometry (size, spacing, origin, direction) and values")
@@ -284,6 +308,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE.dcm", help="the DICOM SEG file to write")
     add_overwrite(p, "replace an existing output file")
     p.set_defaults(func=_cmd_export_dicom_seg)
+
+    p = sub.add_parser("relabel", help="map a label map from one label table to another")
+    p.add_argument("labels_map", help="the label map")
+    p.add_argument("--from", dest="source", required=True, metavar="TABLE", help="its table (name, file or pairs)")
+    p.add_argument("--to", dest="target", required=True, metavar="TABLE", help="the table to map onto")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write")
+    add_overwrite(p, "replace an existing output file")
+    p.set_defaults(func=_cmd_relabel)
 
     p = sub.add_parser("phantom", help="write the synthetic abdominal CT study with its raters")
     p.add_argument("out_dir", help="folder to write image.nii.gz, truth.nii.gz, rater_K.nii.gz, labels.json")
