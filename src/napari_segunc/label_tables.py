@@ -143,8 +143,8 @@ TOTALSEGMENTATOR = {
     "costal_cartilages": 117,
 }
 
-#: AMOS22 (its dataset.json; "arota" and "postcava" read as aorta and inferior vena cava).
-AMOS22 = {
+#: The first nine organs of AMOS22 and BTCV, numbered alike in both.
+_AMOS_BTCV = {
     "spleen": 1,
     "kidney_right": 2,
     "kidney_left": 3,
@@ -154,6 +154,11 @@ AMOS22 = {
     "stomach": 7,
     "aorta": 8,
     "inferior_vena_cava": 9,
+}
+
+#: AMOS22 (its dataset.json; "arota" and "postcava" read as aorta and inferior vena cava).
+AMOS22 = {
+    **_AMOS_BTCV,
     "pancreas": 10,
     "adrenal_gland_right": 11,
     "adrenal_gland_left": 12,
@@ -164,15 +169,7 @@ AMOS22 = {
 
 #: BTCV (Multi-Atlas Labeling Beyond the Cranial Vault, 13 abdominal organs).
 BTCV = {
-    "spleen": 1,
-    "kidney_right": 2,
-    "kidney_left": 3,
-    "gallbladder": 4,
-    "esophagus": 5,
-    "liver": 6,
-    "stomach": 7,
-    "aorta": 8,
-    "inferior_vena_cava": 9,
+    **_AMOS_BTCV,
     "portal_vein_and_splenic_vein": 10,
     "pancreas": 11,
     "adrenal_gland_right": 12,
