@@ -107,6 +107,46 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_stats(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..io import check_outputs, read_probabilities, read_volume
+    from ..metrics.pipeline import write_table
+    from ..metrics.stats import organ_statistics
+    from ..volume import check_same_grid
+
+    check_table_suffix(args.out)
+    organs = parse_labels(args.labels)
+    inputs = [args.image, args.labels_map, args.probabilities, *(args.member or ()), *(args.rater or ())]
+    check_outputs([args.out], inputs=inputs, overwrite=args.overwrite)
+    image = read_volume(args.image)
+    labels = read_volume(args.labels_map, kind="labels")
+    check_same_grid(image, labels)
+    organs = organs or {f"label_{v}": int(v) for v in np.unique(labels.data) if v != 0}
+    raters = []
+    for path in args.rater or ():
+        rater = read_volume(path, kind="labels")
+        check_same_grid(image, rater)
+        raters.append(rater.data)
+    probs = read_probabilities(args.probabilities, reference=image).data if args.probabilities else None
+    members = [read_probabilities(m, reference=image).data for m in args.member or ()]
+    stats = organ_statistics(
+        labels.data, image.spacing, organs, image=image.data, probabilities=probs, members=members, raters=raters
+    )
+    if not stats:
+        raise InvalidInput(f"{args.labels_map} holds none of the organs {sorted(organs)}: no statistics.")
+    rows = [s.row() for s in stats]
+    out = write_table(rows, args.out, overwrite=args.overwrite, columns=list(rows[0]))
+    for r in rows:
+        spread = f", members {r['member_volume_min_ml']:.1f}–{r['member_volume_max_ml']:.1f} ml" if r["members"] else ""
+        print(
+            f"{r['organ']:20s} {r['volume_ml']:8.1f} ml{spread}, {r['mean']:.0f} ± {r['std']:.0f}, "
+            f"long axis {r['long_axis_mm']:.1f} mm × {r['short_axis_mm']:.1f} mm (slice {r['long_axis_slice']})"
+        )
+    print(f"{len(rows)} organ(s) → {out}")
+    return 0
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``evaluate``, ``evaluate-cohort`` and ``compare`` to the ``segunc`` subparsers."""
     p = sub.add_parser("evaluate", help="accuracy, calibration, uncertainty metrics of one case")
@@ -139,6 +179,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     add_overwrite(p, "replace an existing results file")
     add_quiet(p)
     p.set_defaults(func=_cmd_evaluate_cohort)
+
+    p = sub.add_parser("stats", help="organ volumes, HU, RECIST diameters, volume spread")
+    p.add_argument("image", help="the image (its HU for the mean and std)")
+    p.add_argument("labels_map", help="the label map (e.g. the reviewed labels)")
+    add_labels(p, "organ names and values (name=value,…, a labels.json or a table name)")
+    p.add_argument("--probabilities", metavar="P", help="mean class probabilities: the soft volume Σp")
+    p.add_argument("--member", action="append", metavar="P", help="a member's probabilities (repeat): their spread")
+    p.add_argument("--rater", action="append", metavar="R", help="a rater's label map (repeat): their volumes")
+    p.add_argument("--out", required=True, metavar="FILE", help="stats .csv or .json")
+    add_overwrite(p)
+    p.set_defaults(func=_cmd_stats)
 
     p = sub.add_parser("compare", help="Mann–Whitney U tests between groups, with violin plots")
     p.add_argument("results", help="results CSV of evaluate-cohort")

@@ -113,11 +113,20 @@ def _json_value(v: Any) -> Any:
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def write_table(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write result rows as CSV (``.csv``) or JSON (``.json``: a list of row objects, NaN as null), atomically."""
+def write_table(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    columns: Sequence[str] | None = None,
+) -> Path:
+    """Write result rows as CSV (``.csv``) or JSON (``.json``: a list of row objects, NaN as null), atomically.
+
+    `columns` default: the metrics suite's, then any other key of the first row."""
     out = Path(path)
     suffix = out.suffix.lower()
-    columns = list(COLUMNS) + [c for c in (rows[0] if rows else {}) if c not in COLUMNS]
+    if columns is None:
+        columns = list(COLUMNS) + [c for c in (rows[0] if rows else {}) if c not in COLUMNS]
     if suffix == ".csv":
         return write_csv(rows, out, columns=columns, overwrite=overwrite)
     if suffix == ".json":
