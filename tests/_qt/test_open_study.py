@@ -12,7 +12,7 @@ from scipy import ndimage
 
 from napari_segunc._qt.open_study import OpenStudyWidget
 from napari_segunc.display import WindowPreset, contrast_limits
-from napari_segunc.io import write_volume
+from napari_segunc.io import read_volume, write_volume
 from napari_segunc.volume import Volume, VolumeKind
 
 pytestmark = [
@@ -121,8 +121,22 @@ def test_mismatched_rater_map_is_refused_with_a_message(
 
     assert len(errors) == 1
     assert "wrong_grid.nii.gz" in errors[0] and "spacing" in errors[0] and "was not added" in errors[0]
+    assert "Resample label maps onto the image" in errors[0] and "segunc resample" in errors[0]  # the two fixes
     assert [layer.name for layer in _labels(viewer)] == ["rater_1"]  # the good one still comes in
     assert widget.file_button.isEnabled()
+
+    # the offer taken: the map is resampled onto the image's grid (nearest neighbour) and added, with a warning
+    from napari_segunc.io.resample import resample_like
+
+    widget.resample_check.setChecked(True)
+    widget.add_raters([bad])
+    wait_idle(widget)
+    assert len(errors) == 1  # nothing refused this time
+    layer = viewer.layers["wrong_grid"]
+    expected = resample_like(read_volume(bad, kind="labels"), phantom_study.image).data
+    assert np.array_equal(np.asarray(layer.data), expected) and layer.data.shape == phantom_study.image.shape
+    assert any("resampled onto the image's grid" in w for w in layer.metadata.get("segunc_read_warnings", []))
+    assert "⚠ wrong_grid.nii.gz was resampled" in widget.status.text()
 
 
 def test_unreadable_file_shows_an_error_and_the_gui_carries_on(open_study, wait_idle, errors, tmp_path):

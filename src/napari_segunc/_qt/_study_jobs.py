@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInput, SegUncError
+from ..errors import GeometryMismatch, InvalidInput, SegUncError
 from ..io import DicomSeries, list_dicom_series, read_policy, read_volume
 from ..io._npe2 import LayerData, volume_layer_data
 from ..io.readers import file_suffix
@@ -93,6 +93,7 @@ def data_range(data: np.ndarray) -> tuple[float, float]:
 #: the check boxes of the Open-study dock that ask the readers for more than exact files (`io.read_policy`)
 NONFINITE_BOX = "Read NaN/Inf voxels as 0"
 GAPS_BOX = "Accept DICOM slice gaps"
+RESAMPLE_BOX = "Resample label maps onto the image"
 
 
 class _ThreadWarnings(logging.Handler):
@@ -150,17 +151,40 @@ def load_phantom(seed: int) -> StudyResult:
 
 
 # ------------------------------------------------------------------------------------ rater label maps
-def load_raters(paths: Sequence[Path], reference: Volume, *, replace_nonfinite: bool = False) -> Iterator[RaterResult]:
-    """Read each label map and check it against `reference`; a mismatch or unreadable file yields an error."""
+def load_raters(
+    paths: Sequence[Path], reference: Volume, *, replace_nonfinite: bool = False, resample: bool = False
+) -> Iterator[RaterResult]:
+    """Read each label map and check it against `reference`; a mismatch or unreadable file yields an error.
+
+    With `resample`, a map on another grid is resampled onto the image's (nearest neighbour, `io.resample`) and
+    added with a warning; one that does not overlap the image at all is still refused."""
     for path in paths:
         try:
             with reading(replace_nonfinite=replace_nonfinite) as warnings:
                 volume = read_volume(path, kind=VolumeKind.LABELS)
-            check_same_grid(reference, volume)
+            try:
+                check_same_grid(reference, volume)
+            except GeometryMismatch as exc:
+                if not resample:
+                    raise GeometryMismatch(f"{exc} Or tick “{RESAMPLE_BOX}” in Open study.") from None
+                volume = _resampled(volume, reference, path, warnings)
         except SegUncError as exc:
             yield RaterResult(path, error=f"{path.name} was not added: {exc}")
         else:
             yield RaterResult(path, layer=volume_layer_data(volume), warnings=list(warnings))
+
+
+def _resampled(volume: Volume, reference: Volume, path: Path, warnings: list) -> Volume:
+    from ..io.resample import resample_like
+
+    done = resample_like(volume, reference)
+    if done.outside >= 1.0:
+        raise InvalidInput(f"{path.name} does not overlap the image at all; it cannot be resampled onto it.")
+    warnings.append(
+        f"{path.name} was resampled onto the image's grid (nearest neighbour)"
+        + (f"; {done.outside:.0%} of the image lies outside it (background there)." if done.outside > 0 else ".")
+    )
+    return reference.with_data(done.data, kind=VolumeKind.LABELS, name=volume.name)  # now on the image's grid
 
 
 def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]:
@@ -170,7 +194,9 @@ def label_map_files(folder: Path, *, exclude: Sequence[Path] = ()) -> list[Path]
     return sorted(p for p in files if file_suffix(p) in LABEL_MAP_SUFFIXES and p.resolve() not in skip)
 
 
-def load_rater_folder(folder: Path, reference: Volume, *, replace_nonfinite: bool = False) -> Iterator[RaterResult]:
+def load_rater_folder(
+    folder: Path, reference: Volume, *, replace_nonfinite: bool = False, resample: bool = False
+) -> Iterator[RaterResult]:
     """`load_raters` for every label map in `folder` (the image's own file, when it is there, is left out)."""
     if not folder.is_dir():
         raise InvalidInput(f"{folder} is not a folder; choose the folder that holds the raters' label maps.")
@@ -180,7 +206,7 @@ def load_rater_folder(folder: Path, reference: Volume, *, replace_nonfinite: boo
         raise InvalidInput(
             f"{folder} holds no label maps ({', '.join('*' + s for s in LABEL_MAP_SUFFIXES)}); nothing was added."
         )
-    yield from load_raters(paths, reference, replace_nonfinite=replace_nonfinite)
+    yield from load_raters(paths, reference, replace_nonfinite=replace_nonfinite, resample=resample)
 
 
 # ------------------------------------------------------------------------------------ probability maps

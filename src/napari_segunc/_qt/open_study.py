@@ -112,6 +112,11 @@ class OpenStudyWidget(QWidget):
             "A DICOM series with a missing, duplicate or unevenly spaced slice is refused: read as one volume it\n"
             "would be stretched between the slices. Tick to read it anyway; the dock then names the gap."
         )
+        self.resample_check = QCheckBox(jobs.RESAMPLE_BOX)
+        self.resample_check.setToolTip(
+            "A rater map on another grid than the image (spacing, field of view, origin) is refused.\n"
+            "Tick to resample it onto the image's grid instead (nearest neighbour: labels are never blended)."
+        )
         self.preset_combo = QComboBox()
         for preset in WindowPreset:
             self.preset_combo.addItem(preset.label, preset)
@@ -135,6 +140,7 @@ class OpenStudyWidget(QWidget):
         layout.addWidget(self.probabilities_button)
         layout.addWidget(self.trust_pickle_check)
         layout.addLayout(_row(self.nonfinite_check, self.gaps_check))
+        layout.addWidget(self.resample_check)
         layout.addWidget(self.phantom_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -166,6 +172,7 @@ class OpenStudyWidget(QWidget):
             self.trust_pickle_check,
             self.nonfinite_check,
             self.gaps_check,
+            self.resample_check,
             self.preset_combo,
             self.phantom_button,
         ]
@@ -265,6 +272,7 @@ class OpenStudyWidget(QWidget):
             source,
             self.image_volume,
             replace_nonfinite=self.nonfinite_check.isChecked(),
+            resample=self.resample_check.isChecked(),
             on_yielded=self._rater_loaded,
             what=what,
         )
@@ -369,6 +377,8 @@ class OpenStudyWidget(QWidget):
             return
         n_raters = len(layers_with_role(self.viewer.layers, LayerRole.RATER))
         layer = self._add_layer(as_rater(result.layer, n_raters))  # a rater whatever its file name, in its colour
+        if result.warnings:  # kept with the layer (resampled, NaN read as 0…), as for the image
+            layer.metadata["segunc_read_warnings"] = list(result.warnings)
         self.status.setText(f"Added rater map '{layer.name}'." + self._warned(result))
 
     def _phantom_loaded(self, result: jobs.StudyResult) -> None:
