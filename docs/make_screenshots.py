@@ -92,6 +92,8 @@ def main() -> int:
     shot("metrics")
     met.tabs.setCurrentIndex(1)
     shot("metrics_reliability")
+    met.tabs.setCurrentIndex(3)
+    shot("metrics_statistics")
 
     import torch
 

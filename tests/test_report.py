@@ -68,6 +68,9 @@ def test_case_table_takes_the_mean_over_raters_then_the_consensus():
     assert (table[0]["dice"], table[0]["hd95"]) == (0.8, 2.5)
     assert table[1]["dice"] == 0.6 and math.isnan(table[1]["hd95"])
     assert "dice" not in case_table(labels, (1, 1, 1), {"liver": 1})[0]
+    # each organ's RECIST axes: the liver's 2×2 square slice: a diagonal of √2 voxels, and the other across it
+    assert table[0]["long_mm"] == pytest.approx(math.sqrt(2)) and table[0]["short_mm"] == pytest.approx(math.sqrt(2))
+    assert table[1]["long_mm"] == 0.0  # one voxel
 
 
 def test_key_slices_show_every_organ_near_its_largest_section(study):

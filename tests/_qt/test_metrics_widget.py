@@ -79,6 +79,10 @@ def _suite(phantom_study, probabilities, mode):
     )
 
 
+def _same_row(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) if isinstance(a[k], float) else a[k] == b[k] for k in a)
+
+
 def _same(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or a == b
 
@@ -128,6 +132,25 @@ def test_native_and_curvas_table_plots_copy_export(
     assert widget.cell_value("all", "ece") == expected.value("ece", "all", "mean")
     assert widget.cell_value("all", "auroc") == expected.value("auroc", "all", "pooled")
     assert "native evaluation of 'phantom_ct': 5 organ(s), 3 rater(s)" in widget.status.text()
+    # the Statistics tab: the prediction's organ statistics, as organ_statistics gives them on the same arrays
+    from napari_segunc.metrics.stats import organ_statistics
+
+    image = phantom_study.image
+    stats = organ_statistics(
+        phantom_study.truth.data,
+        image.spacing,
+        LABELS,
+        image=image.data,
+        probabilities=probabilities,
+        raters=_raters(phantom_study),
+    )
+    assert [s.organ for s in widget.stats] == list(LABELS)
+    for ours, ref in zip(widget.stats, stats, strict=True):
+        assert _same_row(ours.row(), ref.row())
+    liver = stats[0].row()
+    assert widget.stats_table.value("liver", "ml") == f"{liver['volume_ml']:.1f}"
+    assert widget.stats_table.value("liver", "axes mm") == f"{liver['long_axis_mm']:.0f}×{liver['short_axis_mm']:.0f}"
+    assert widget.tabs.tabText(3) == "Statistics"
     # A NaN cell shows "n/a" with the suite's reason as its tooltip (one model: no member-based entropy).
     nan_rows = [r for r in expected.rows if r["rater"] in AGGREGATES and math.isnan(r["value"])]
     assert nan_rows

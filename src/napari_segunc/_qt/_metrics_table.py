@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..metrics.prediction import organ_table
 
-__all__ = ["MetricsTable"]
+__all__ = ["MetricsTable", "StatsTable"]
 
 _ROLE = Qt.ItemDataRole.UserRole
 
@@ -84,3 +84,60 @@ class MetricsTable(QTableWidget):
                 cells.append("" if value is None else "NaN" if math.isnan(value) else repr(float(value)))
             lines.append("\t".join(cells))
         return "\n".join(lines) + "\n"
+
+
+#: The statistics tab's columns: (header, row key or a function of the row, tooltip).
+_STATS_COLUMNS = (
+    ("ml", "volume_ml", "volume (ml): voxels × voxel volume"),
+    ("HU", None, "the image's mean ± standard deviation inside the organ (HU for CT)"),
+    ("Σp ml", "soft_volume_ml", "soft volume (ml): Σ of the organ's probability × voxel volume"),
+    ("raters ml", None, "the raters' volumes (ml): lowest – highest"),
+    ("axes mm", None, "RECIST axes (mm): the longest axial diameter × its perpendicular, largest component"),
+    ("z", "long_axis_slice", "the axial slice of the longest diameter"),
+)
+
+
+class StatsTable(QTableWidget):
+    """Read-only table of `napari_segunc.metrics.stats.organ_statistics` rows (one per organ)."""
+
+    def __init__(self, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.rows: list[dict] = []
+
+    def show_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self.rows = [dict(r) for r in rows]
+        self.clear()
+        self.setColumnCount(len(_STATS_COLUMNS))
+        self.setRowCount(len(rows))
+        self.setHorizontalHeaderLabels([c[0] for c in _STATS_COLUMNS])
+        self.setVerticalHeaderLabels([str(r["organ"]) for r in rows])
+        for c, (_header, _key, tip) in enumerate(_STATS_COLUMNS):
+            self.horizontalHeaderItem(c).setToolTip(tip)
+        for i, r in enumerate(rows):
+            for c, text in enumerate(self._texts(r)):
+                item = QTableWidgetItem(text)
+                item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+                self.setItem(i, c, item)
+        self.resizeColumnsToContents()
+
+    @staticmethod
+    def _texts(r: Mapping[str, Any]) -> list[str]:
+        def num(v: float, digits: int = 1) -> str:
+            return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
+
+        raters = f"{num(r['rater_volume_min_ml'], 0)}–{num(r['rater_volume_max_ml'], 0)}" if r.get("raters") else "n/a"
+        return [
+            num(r["volume_ml"]),
+            f"{num(r['mean'], 0)}±{num(r['std'], 0)}",
+            num(r["soft_volume_ml"]),
+            raters,
+            f"{num(r['long_axis_mm'], 0)}×{num(r['short_axis_mm'], 0)}",
+            str(r["long_axis_slice"]),
+        ]
+
+    def value(self, organ: str, column: str) -> str:
+        """The text shown for (organ, column header)."""
+        row = [str(r["organ"]) for r in self.rows].index(organ)
+        col = [c[0] for c in _STATS_COLUMNS].index(column)
+        return self.item(row, col).text()

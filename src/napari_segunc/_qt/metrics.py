@@ -50,7 +50,7 @@ from ..roles import PROBABILITIES
 from ..volume import check_same_grid
 from ._jobs import DockJob
 from ._layers import LayerRole, layers_with_role, role_of, volume_of
-from ._metrics_table import MetricsTable
+from ._metrics_table import MetricsTable, StatsTable
 from ._widgets import layer_combo
 from ._worker import status_label
 
@@ -69,6 +69,26 @@ def _message(fig: Figure, text: str) -> None:
     fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True, color="#555555")
 
 
+def evaluate_and_measure(**job: Any) -> tuple[PredictionEvaluation, list]:
+    """Worker body: the evaluation (`evaluate_prediction`) and the organs' statistics of the prediction
+    (`napari_segunc.metrics.stats.organ_statistics`: volumes, HU, soft volume, the raters' volumes, RECIST axes)."""
+    from ..metrics.stats import organ_statistics
+
+    result = evaluate_prediction(**job)
+    probabilities = job.get("probabilities")
+    if probabilities is not None and np.shape(probabilities)[0] != len(result.labels) + 1:
+        probabilities = None  # organ channels only: the soft volume needs background first
+    stats = organ_statistics(
+        job["segmentation"],
+        job["spacing"],
+        result.labels,
+        image=job.get("image"),
+        probabilities=probabilities,
+        raters=job["raters"],
+    )
+    return result, stats
+
+
 class MetricsWidget(QWidget):
     """Choose a prediction, its probabilities and raters; Evaluate fills the per-organ table and the plots."""
 
@@ -76,6 +96,7 @@ class MetricsWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.result: PredictionEvaluation | None = None
+        self.stats: list = []  # `organ_statistics` of the last evaluation
         self._returned = False
         self._checked: dict[str, bool] = {}  # rater ticks by layer name, kept across refreshes
 
@@ -112,6 +133,8 @@ class MetricsWidget(QWidget):
         self.tabs.addTab(self.table, "Table")
         self.tabs.addTab(self.reliability_canvas, "Reliability")
         self.tabs.addTab(self.risk_canvas, "Risk–coverage")
+        self.stats_table = StatsTable()
+        self.tabs.addTab(self.stats_table, "Statistics")
 
         form = QFormLayout()
         form.addRow("Prediction:", self.prediction_combo)
@@ -318,7 +341,7 @@ class MetricsWidget(QWidget):
             return
         self._returned = False
         self.job.start(
-            evaluate_prediction,
+            evaluate_and_measure,
             on_returned=self._done,
             on_finished=self._finished,
             steps=None,  # a busy bar: the suite is one call, it cannot report steps or stop midway
@@ -372,9 +395,12 @@ class MetricsWidget(QWidget):
         return written
 
     # -------------------------------------------------------------------------------- results (GUI thread)
-    def _done(self, result: PredictionEvaluation) -> None:
+    def _done(self, done: tuple[PredictionEvaluation, list]) -> None:
+        result, stats = done
         self.result, self._returned = result, True
+        self.stats = stats
         self.table.show_rows(result.rows)
+        self.stats_table.show_rows([s.row() for s in stats])
         self._show_plots()
         rows = result.rows
         n_raters = len({r["rater"] for r in rows if r["metric"] in ("dice", "ece")} - {"mean"})

@@ -125,12 +125,20 @@ def case_table(
     names: Mapping[str, int] | None = None,
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """`organ_volumes` rows, plus ``dice`` and ``hd95`` (mm) per organ when the metrics' tidy rows are given.
+    """`organ_volumes` rows with each organ's RECIST axes (``long_mm``, ``short_mm``: the largest connected
+    component's longest axial diameter and its perpendicular, `napari_segunc.metrics.stats.recist_diameters`), plus
+    ``dice`` and ``hd95`` (mm) per organ when the metrics' tidy rows are given.
 
     The metric of an organ is its ``"mean"`` row (mean over raters), else its ``"consensus"`` row, else its only
     row; NaN when the metrics table has none.
     """
+    from ..metrics.stats import recist_diameters
+
     rows = organ_volumes(labels, spacing, names)
+    for row in rows:
+        components = recist_diameters(np.asarray(labels) == row["label"], spacing) if row["voxels"] else []
+        row["long_mm"] = components[0].long_mm if components else float("nan")
+        row["short_mm"] = components[0].short_mm if components else float("nan")
     if metrics_rows is not None:
         for row in rows:
             row["dice"] = _metric(metrics_rows, row["organ"], "dice")
@@ -222,11 +230,12 @@ def _table_text(rows: list[dict[str, Any]], with_metrics: bool) -> tuple[list[st
     def fmt(v: float, digits: int) -> str:
         return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
-    columns = ["organ", "label", "voxels", "volume (ml)"] + (["Dice", "HD95 (mm)"] if with_metrics else [])
+    columns = ["organ", "label", "voxels", "volume (ml)", "axes (mm)"] + (["Dice", "HD95 (mm)"] if with_metrics else [])
     cells = []
     for r in rows:
+        axes = f"{fmt(r['long_mm'], 0)} × {fmt(r['short_mm'], 0)}" if "long_mm" in r else "—"
         cells.append(
-            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1)]
+            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1), axes]
             + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else [])
         )
     return columns, cells
