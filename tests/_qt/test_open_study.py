@@ -524,3 +524,25 @@ def test_dicom_gap_refused_naming_the_gap_then_read_when_ticked(open_study, wait
     assert image.data.shape == (5, 12, 10) and len(errors) == 1
     assert "⚠" in widget.status.text() and "gap of 4.00 mm" in widget.status.text()
     assert "read anyway, as asked" in widget.status.text()
+
+
+def test_organ_names_from_a_known_table(open_study, wait_idle, totalseg):
+    """A TotalSegmentator segmentation opened as a rater: with "Organ names: TotalSegmentator v2" its organs are
+    named in the layer's (and the image's) label table, so every dock shows liver, not label 5."""
+    viewer, widget = open_study()
+    widget.open_image(totalseg / "example_ct_sm.nii.gz")
+    wait_idle(widget)
+    widget.add_raters([totalseg / "example_seg.nii.gz"])
+    wait_idle(widget)
+    layer = _labels(viewer)[0]
+    assert "segunc_labels" not in layer.metadata or not layer.metadata["segunc_labels"]
+    widget.table_combo.setCurrentIndex(widget.table_combo.findData("totalsegmentator"))
+    values = {int(v) for v in np.unique(np.asarray(layer.data))} - {0}
+    names = layer.metadata["segunc_labels"]
+    assert names["liver"] == 5 and names["kidney_left"] == 3 and set(names.values()) == values
+    assert viewer.layers["example_ct_sm"].metadata["segunc_labels"] == names
+    assert "Organ names from TotalSegmentator v2" in widget.status.text()
+    # a map added later is named too
+    widget.add_raters([totalseg / "example_seg_fast.nii.gz"])
+    wait_idle(widget)
+    assert _labels(viewer)[1].metadata["segunc_labels"].get("spleen") == 1

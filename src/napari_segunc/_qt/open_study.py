@@ -48,7 +48,16 @@ from ._worker import status_label
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["OpenStudyWidget"]
+__all__ = ["TABLE_CHOICES", "OpenStudyWidget"]
+
+#: The "Organ names" choices: what the dock shows, and the `napari_segunc.label_tables` key (None: the files' own).
+TABLE_CHOICES = (
+    ("as the files say", None),
+    ("TotalSegmentator v2", "totalsegmentator"),
+    ("AMOS22", "amos22"),
+    ("BTCV", "btcv"),
+    ("CURVAS", "curvas"),
+)
 
 
 _IMAGE_FILTER = "Medical images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd);;All files (*)"
@@ -117,6 +126,12 @@ class OpenStudyWidget(QWidget):
             "A rater map on another grid than the image (spacing, field of view, origin) is refused.\n"
             "Tick to resample it onto the image's grid instead (nearest neighbour: labels are never blended)."
         )
+        self.table_combo = QComboBox()
+        for text, key in TABLE_CHOICES:
+            self.table_combo.addItem(text, key)
+        self.table_combo.setToolTip(
+            "The label table the rater maps use: their organs are then named (liver, …) in every dock, not 'label 5'."
+        )
         self.preset_combo = QComboBox()
         for preset in WindowPreset:
             self.preset_combo.addItem(preset.label, preset)
@@ -132,6 +147,7 @@ class OpenStudyWidget(QWidget):
         form = QFormLayout()
         form.addRow(self.series_label, self.series_combo)
         form.addRow("Window:", self.preset_combo)
+        form.addRow("Organ names:", self.table_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(_row(self.path_edit, self.open_button))
         layout.addLayout(_row(self.file_button, self.folder_button))
@@ -154,6 +170,7 @@ class OpenStudyWidget(QWidget):
         self.rater_folder_button.clicked.connect(self._choose_rater_folder)
         self.probabilities_button.clicked.connect(self._choose_probabilities)
         self.preset_combo.currentIndexChanged.connect(self._preset_changed)
+        self.table_combo.currentIndexChanged.connect(lambda _i: self.apply_label_table())
         self.phantom_button.clicked.connect(lambda: self.load_phantom())
 
     # -------------------------------------------------------------------------------- state
@@ -174,6 +191,7 @@ class OpenStudyWidget(QWidget):
             self.gaps_check,
             self.resample_check,
             self.preset_combo,
+            self.table_combo,
             self.phantom_button,
         ]
 
@@ -379,7 +397,7 @@ class OpenStudyWidget(QWidget):
         layer = self._add_layer(as_rater(result.layer, n_raters))  # a rater whatever its file name, in its colour
         if result.warnings:  # kept with the layer (resampled, NaN read as 0…), as for the image
             layer.metadata["segunc_read_warnings"] = list(result.warnings)
-        self.status.setText(f"Added rater map '{layer.name}'." + self._warned(result))
+        self.status.setText(f"Added rater map '{layer.name}'." + self._warned(result) + self.apply_label_table())
 
     def _phantom_loaded(self, result: jobs.StudyResult) -> None:
         self._add_image(result.volume, result.layers[0], result.data_range)
@@ -427,6 +445,41 @@ class OpenStudyWidget(QWidget):
 
     def _add_layer(self, layer_data: LayerData):
         return add_layer(self.viewer, layer_data)
+
+    def apply_label_table(self) -> str:
+        """Name the organs of the image's label maps with the chosen table (`napari_segunc.label_tables`): each
+        rater/labels layer on the image's grid, and the image, get ``metadata["segunc_labels"]`` for the values they
+        hold. Returns a sentence for the status line (empty when no table is chosen)."""
+        import numpy as np
+
+        from ..label_tables import named_table
+        from ..organs import LABEL_NAMES_KEY
+
+        key = self.table_combo.currentData()
+        if not key or self.image_volume is None:
+            return ""
+        table = named_table(key)
+        by_value = {v: n for n, v in table.items()}
+        shape = tuple(self.image_volume.shape)
+        roles = (LayerRole.RATER, LayerRole.LABELS, LayerRole.SEGMENTATION)
+        present, unknown, n_layers = set(), set(), 0
+        for role in roles:
+            for layer in layers_with_role(self.viewer.layers, role):
+                if tuple(layer.data.shape) != shape:
+                    continue
+                values = {int(v) for v in np.unique(np.asarray(layer.data))} - {0}
+                layer.metadata[LABEL_NAMES_KEY] = {by_value[v]: v for v in sorted(values) if v in by_value}
+                present |= values
+                unknown |= values - set(by_value)
+                n_layers += 1
+        if self.image_layer is not None and has_layer(self.viewer.layers, self.image_layer):
+            self.image_layer.metadata[LABEL_NAMES_KEY] = {by_value[v]: v for v in sorted(present) if v in by_value}
+        named = len(present - unknown)
+        text = f" Organ names from {self.table_combo.currentText()}: {named} organ(s) in {n_layers} map(s)."
+        if unknown:
+            text += f" ⚠ values {', '.join(map(str, sorted(unknown)[:6]))} are not in that table."
+        self.status.setText(self.status.text().split(" Organ names from")[0] + text)
+        return text
 
     # -------------------------------------------------------------------------------- helpers
     def _preset_changed(self, _index: int) -> None:
