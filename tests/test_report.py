@@ -71,6 +71,10 @@ def test_case_table_takes_the_mean_over_raters_then_the_consensus():
     # each organ's RECIST axes: the liver's 2×2 square slice: a diagonal of √2 voxels, and the other across it
     assert table[0]["long_mm"] == pytest.approx(math.sqrt(2)) and table[0]["short_mm"] == pytest.approx(math.sqrt(2))
     assert table[1]["long_mm"] == 0.0  # one voxel
+    ct = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
+    with_hu = case_table(labels, (1, 1, 1), {"liver": 1, "spleen": 2}, image=ct)
+    assert with_hu[0]["hu_mean"] == pytest.approx(float(ct[labels == 1].mean()))
+    assert with_hu[0]["hu_std"] == pytest.approx(float(ct[labels == 1].std())) and with_hu[1]["hu_mean"] == 0.0
 
 
 def test_key_slices_show_every_organ_near_its_largest_section(study):

@@ -124,10 +124,13 @@ def case_table(
     spacing: Sequence[float],
     names: Mapping[str, int] | None = None,
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
+    *,
+    image: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """`organ_volumes` rows with each organ's RECIST axes (``long_mm``, ``short_mm``: the largest connected
     component's longest axial diameter and its perpendicular, `napari_segunc.metrics.stats.recist_diameters`), plus
-    ``dice`` and ``hd95`` (mm) per organ when the metrics' tidy rows are given.
+    ``dice`` and ``hd95`` (mm) per organ when the metrics' tidy rows are given, and the image's ``hu_mean`` and
+    ``hu_std`` inside each organ when `image` is given.
 
     The metric of an organ is its ``"mean"`` row (mean over raters), else its ``"consensus"`` row, else its only
     row; NaN when the metrics table has none.
@@ -139,6 +142,10 @@ def case_table(
         components = recist_diameters(np.asarray(labels) == row["label"], spacing) if row["voxels"] else []
         row["long_mm"] = components[0].long_mm if components else float("nan")
         row["short_mm"] = components[0].short_mm if components else float("nan")
+        if image is not None:
+            inside = np.asarray(image, dtype=np.float64)[np.asarray(labels) == row["label"]]
+            row["hu_mean"] = float(inside.mean()) if inside.size else float("nan")
+            row["hu_std"] = float(inside.std()) if inside.size else float("nan")
     if metrics_rows is not None:
         for row in rows:
             row["dice"] = _metric(metrics_rows, row["organ"], "dice")
@@ -230,12 +237,15 @@ def _table_text(rows: list[dict[str, Any]], with_metrics: bool) -> tuple[list[st
     def fmt(v: float, digits: int) -> str:
         return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
-    columns = ["organ", "label", "voxels", "volume (ml)", "axes (mm)"] + (["Dice", "HD95 (mm)"] if with_metrics else [])
+    with_hu = any("hu_mean" in r for r in rows)
+    columns = ["organ", "label", "voxels", "volume (ml)"] + (["HU"] if with_hu else []) + ["axes (mm)"]
+    columns += ["Dice", "HD95 (mm)"] if with_metrics else []
     cells = []
     for r in rows:
         axes = f"{fmt(r['long_mm'], 0)} × {fmt(r['short_mm'], 0)}" if "long_mm" in r else "—"
+        hu = [f"{fmt(r.get('hu_mean', math.nan), 0)} ± {fmt(r.get('hu_std', math.nan), 0)}"] if with_hu else []
         cells.append(
-            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1), axes]
+            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1), *hu, axes]
             + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else [])
         )
     return columns, cells
@@ -291,7 +301,7 @@ def draw_case_report(
         if uncertainty.shape != image.shape:
             raise GeometryMismatch(f"The uncertainty map has shape {uncertainty.shape} but the image {image.shape}.")
     fig.clear()
-    rows = case_table(labels, image.spacing, label_names, table_rows)
+    rows = case_table(labels, image.spacing, label_names, table_rows, image=image.data)
     colors = label_colors(r["label"] for r in rows)
     names = {r["label"]: r["organ"] for r in rows}
     window = contrast_limits(default_preset(image), image.data)
@@ -361,10 +371,13 @@ def draw_case_report(
         color="#444444",
         va="top",
     )
-    note = f"Volumes: voxel count × {image.voxel_volume_ml * 1000:.4g} mm³ from the exported label map."
+    note = (
+        f"Volumes: voxel count × {image.voxel_volume_ml * 1000:.4g} mm³ from the exported label map. HU: mean ± std "
+        "inside the organ. Axes: RECIST, the longest axial diameter × its perpendicular (largest part)."
+    )
     if table_rows is not None:
-        note += " Dice / HD95: the Metrics evaluation (mean over raters) of the case's prediction."
-    fig.text(0.02, 0.015, note, fontsize=8, color="#444444")
+        note += "\nDice / HD95: the Metrics evaluation (mean over raters) of the case's prediction."
+    fig.text(0.02, 0.012, note, fontsize=8, color="#444444", va="bottom", linespacing=1.4)
     return slices
 
 
