@@ -153,7 +153,6 @@ def main() -> int:
     for layer in viewer.layers:
         layer.visible = layer.name in (image_layer.name, state.layer.name)
     exp = show("Export")
-    exp.rows_provider = lambda: met.result.rows if met.result is not None else None
     written = exp.export(tmp / "export")
     wait(app, exp)
     shot("export")

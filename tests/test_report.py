@@ -75,6 +75,24 @@ def test_case_table_takes_the_mean_over_raters_then_the_consensus():
     with_hu = case_table(labels, (1, 1, 1), {"liver": 1, "spleen": 2}, image=ct)
     assert with_hu[0]["hu_mean"] == pytest.approx(float(ct[labels == 1].mean()))
     assert with_hu[0]["hu_std"] == pytest.approx(float(ct[labels == 1].std())) and with_hu[1]["hu_mean"] == 0.0
+    # the Statistics' volume spread, matched by organ name: the members' and raters' lowest–highest volumes
+    from napari_segunc.metrics.stats import organ_statistics
+    from napari_segunc.report.page import _table_text
+
+    rater = labels.copy()
+    rater[3, 3, 3] = 1
+    counts = [[61, 2, 1], [60, 3, 1]]  # two members' own label maps counted per class
+    stats = organ_statistics(labels, (1, 1, 1), {"liver": 1, "spleen": 2}, member_voxels=counts, raters=[rater])
+    spread = case_table(labels, (1, 1, 1), {"liver": 1, "spleen": 2}, statistics=[s.row() for s in stats])
+    assert (spread[0]["members"], spread[0]["member_volume_min_ml"], spread[0]["member_volume_max_ml"]) == (
+        2,
+        0.002,
+        0.003,
+    )
+    assert spread[0]["rater_volume_max_ml"] == pytest.approx(0.009) and spread[1]["raters"] == 1
+    columns, cells = _table_text(spread, with_metrics=False)
+    assert columns[4:6] == ["members (ml)", "raters (ml)"] and cells[0][4:6] == ["0–0", "0–0"]
+    assert "members (ml)" not in _table_text(with_hu, with_metrics=False)[0]
 
 
 def test_key_slices_show_every_organ_near_its_largest_section(study):

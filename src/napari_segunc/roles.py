@@ -20,6 +20,7 @@ __all__ = [
     "IMAGE_ID",
     "LABEL_NAMES",
     "MAP_KIND",
+    "MEMBER_VOXELS",
     "PROBABILITIES",
     "REVIEW",
     "ROLE",
@@ -56,6 +57,7 @@ MAP_KIND = "segunc_map"  # which uncertainty map ("entropy", "mutual_information
 UNIT = "segunc_unit"  # "nats", "normalised", "probability"
 CLASSES = "segunc_classes"  # C of an entropy map (background included)
 PROBABILITIES = "segunc_probabilities"  # (C, z, y, x) mean probabilities of a segmentation
+MEMBER_VOXELS = "segunc_member_voxels"  # an ensemble segmentation's {member: [voxels per class of its label map]}
 REVIEW = "segunc_review"  # the annotation's `ReviewState`
 IMAGE_ID = "segunc_image"  # id of the image a layer belongs to (annotation, boxes)
 WINDOW = "segunc_window"  # the display window preset of an image

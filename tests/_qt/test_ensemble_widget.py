@@ -127,6 +127,12 @@ def test_demo_ensemble_on_the_phantom(ensemble_widget, qtbot, phantom_study):
     # the overall segmentation carries the mean probabilities (what the Metrics dock calibrates); groups do not
     np.testing.assert_allclose(seg.metadata["segunc_probabilities"], acc.result("all").mean_probabilities, atol=1e-6)
     assert "segunc_probabilities" not in viewer.layers["ensemble rater2: segmentation"].metadata
+    # ... and each member's own label map counted per class (the Statistics table's spread of members' volumes)
+    counted = {m: list(c) for m, c in acc.result("all").member_voxels.items()}
+    assert seg.metadata["segunc_member_voxels"] == counted and len(counted) == 6
+    assert list(viewer.layers["ensemble rater2: segmentation"].metadata["segunc_member_voxels"]) == [
+        m for m in counted if m.startswith("rater2")
+    ]
 
     # It segments: the liver against the phantom's truth, and entropy ≥ expected entropy ≥ 0 (MI ≥ 0).
     truth = phantom_study.truth.data == LABELS["liver"]

@@ -17,6 +17,7 @@ from napari_segunc._qt._session import review_for
 from napari_segunc.io import read_volume
 from napari_segunc.io._npe2 import volume_layer_data
 from napari_segunc.metrics.prediction import evaluate_prediction
+from napari_segunc.metrics.stats import organ_statistics
 from napari_segunc.prompts import load_prompts, prompts_from_mask
 from napari_segunc.report import PAGE_PIXELS
 from napari_segunc.uncertainty.layers import map_layer
@@ -66,6 +67,9 @@ def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, pha
         labels=ACCEPTED,
         case="phantom_ct",
     )
+    metrics.stats = organ_statistics(  # what its Evaluate leaves in the Statistics tab
+        state.annotation.data, image.spacing, ACCEPTED, raters=[r.data for r in phantom_study.raters]
+    )
     _, widget = open_dock(viewer, "Export")
     assert widget.image_combo.currentText() == "phantom_ct"
     assert widget.labels_combo.currentData() == state.layer.name  # the working annotation by default
@@ -76,7 +80,7 @@ def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, pha
     planned = widget.export(out)
     wait_idle(widget)
     assert widget.written == planned
-    assert set(planned) == {"labels", f"map:{map_name}", "prompts", "metrics", "report"}
+    assert set(planned) == {"labels", f"map:{map_name}", "prompts", "metrics", "statistics", "report"}
     names = {key: path.name for key, path in planned.items()}
     assert names["labels"] == "phantom_ct_labels.nii.gz" and names["report"] == "phantom_ct_report.png"
     for name in names.values():
@@ -93,6 +97,11 @@ def test_export_a_reviewed_case_and_read_every_file_back(make_napari_viewer, pha
     with open(planned["metrics"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len(metrics.result.rows) and {r["organ"] for r in rows} >= set(ACCEPTED)
+    with open(planned["statistics"], newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["organ"] for r in table] == list(ACCEPTED) and table[0]["raters"] == str(len(phantom_study.raters))
+    for row, ours in zip(table, metrics.stats, strict=True):
+        assert float(row["rater_volume_max_ml"]) == pytest.approx(max(ours.rater_volumes_ml))
     with Image.open(planned["report"]) as png:
         png.load()
         assert png.format == "PNG" and png.size == PAGE_PIXELS

@@ -17,6 +17,7 @@ from napari_segunc.metrics.compare import AGGREGATES
 from napari_segunc.metrics.prediction import NO_PROBABILITIES, evaluate_prediction
 from napari_segunc.metrics.suite import COLUMNS, evaluate_case
 from napari_segunc.phantom import LABELS
+from napari_segunc.uncertainty import EnsembleAccumulator
 from napari_segunc.uncertainty.layers import segmentation_layer
 
 pytestmark = [
@@ -53,9 +54,14 @@ def metrics_widget(open_study, wait_idle, monkeypatch):
     return viewer, factory, errors
 
 
-def _add_prediction(viewer, phantom_study, probabilities=None, *, name="prediction"):
+def _add_prediction(viewer, phantom_study, probabilities=None, *, name="prediction", member_voxels=None):
     data, kwargs, _ = segmentation_layer(
-        phantom_study.truth.data, phantom_study.truth, name=name, labels=LABELS, probabilities=probabilities
+        phantom_study.truth.data,
+        phantom_study.truth,
+        name=name,
+        labels=LABELS,
+        probabilities=probabilities,
+        member_voxels=member_voxels,
     )
     return viewer.add_labels(data, **kwargs)
 
@@ -111,7 +117,16 @@ def test_native_and_curvas_table_plots_copy_export(
     metrics_widget, wait_idle, phantom_study, probabilities, tmp_path, monkeypatch
 ):
     viewer, make, errors = metrics_widget
-    _add_prediction(viewer, phantom_study, probabilities)
+    # two "members" (the blurred truth, one of them with the liver grown by a voxel), counted as an ensemble run
+    # keeps them in its segmentation layer
+    acc = EnsembleAccumulator()
+    grown = probabilities.copy()
+    liver = ndimage.binary_dilation(phantom_study.truth.data == LABELS["liver"])
+    grown[:, liver] = np.eye(len(grown), dtype=np.float32)[LABELS["liver"]][:, None]
+    for i, member in enumerate((probabilities, grown)):
+        acc.add(member, name=f"m{i}")
+    member_voxels = acc.result().member_voxels
+    _add_prediction(viewer, phantom_study, probabilities, member_voxels=member_voxels)
     widget = make()
     # The defaults: the prediction with its own probabilities, the three raters, the CT, the phantom's organs.
     assert widget.prediction_combo.currentText() == "prediction"
@@ -142,6 +157,7 @@ def test_native_and_curvas_table_plots_copy_export(
         LABELS,
         image=image.data,
         probabilities=probabilities,
+        members=[probabilities, grown],
         raters=_raters(phantom_study),
     )
     assert [s.organ for s in widget.stats] == list(LABELS)
@@ -150,6 +166,14 @@ def test_native_and_curvas_table_plots_copy_export(
     liver = stats[0].row()
     assert widget.stats_table.value("liver", "ml") == f"{liver['volume_ml']:.1f}"
     assert widget.stats_table.value("liver", "axes mm") == f"{liver['long_axis_mm']:.0f}×{liver['short_axis_mm']:.0f}"
+    assert liver["members"] == 2 and liver["member_volume_max_ml"] > liver["member_volume_min_ml"] + 10
+    shown = f"{liver['member_volume_min_ml']:.0f}–{liver['member_volume_max_ml']:.0f}"
+    assert widget.stats_table.value("liver", "members") == shown
+    item = widget.stats_table.item(0, 3)
+    assert item.toolTip().startswith("2 member(s)") and "standard deviation" in item.toolTip()
+    # double-clicking the liver's row shows the slice of its longest diameter
+    widget.stats_table.cellDoubleClicked.emit(0, 5)
+    assert viewer.dims.current_step[0] == liver["long_axis_slice"] and "Slice" in widget.status.text()
     assert widget.tabs.tabText(3) == "Statistics"
     # A NaN cell shows "n/a" with the suite's reason as its tooltip (one model: no member-based entropy).
     nan_rows = [r for r in expected.rows if r["rater"] in AGGREGATES and math.isnan(r["value"])]

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 
 from napari_segunc.cli import main
+from napari_segunc.errors import InvalidInput
 from napari_segunc.io import write_probabilities, write_volume
 from napari_segunc.metrics.stats import organ_statistics, recist_diameters
 from napari_segunc.phantom import LABELS, make_phantom
+from napari_segunc.uncertainty import EnsembleAccumulator
 
 SPACING = (2.0, 0.8, 0.7)
 
@@ -77,6 +79,13 @@ def test_statistics_equal_numpy_on_the_phantom():
         row = s.row()
         assert row["member_volume_std_ml"] == pytest.approx(float(np.std(brute, ddof=1)))
         assert row["rater_volume_max_ml"] == pytest.approx(max(s.rater_volumes_ml))
+    acc = EnsembleAccumulator()  # what an ensemble run keeps of its members: their label maps counted per class
+    for i, m in enumerate(members):
+        acc.add(m, name=f"m{i}")
+    counted = organ_statistics(truth, spacing, LABELS, member_voxels=list(acc.result().member_voxels.values()))
+    assert [s.member_volumes_ml for s in counted] == [s.member_volumes_ml for s in stats]
+    with pytest.raises(InvalidInput, match="3 classes"):
+        organ_statistics(truth, spacing, LABELS, member_voxels=[[1, 2, 3]])
 
 
 def test_cli_writes_the_statistics(tmp_path, capsys):

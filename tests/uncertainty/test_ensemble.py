@@ -58,6 +58,8 @@ def test_matches_brute_force(m, c, use_numba):
     for key, want in ref.items():
         np.testing.assert_allclose(getattr(got, key), want, atol=2e-6, rtol=0, err_msg=key)
     assert got.n_members == m and got.segmentation.dtype == np.uint8
+    for i, p in enumerate(members):  # each member's own label map counted per class
+        np.testing.assert_array_equal(got.member_voxels[f"m{i}"], np.bincount(np.argmax(p, 0).ravel(), minlength=c))
     if m == 1:
         assert np.all(got.mutual_information == 0) and np.all(got.member_disagreement == 0)
     assert got.entropy[0, 0, 0] == 0 and got.expected_entropy[0, 0, 0] == 0
@@ -94,6 +96,14 @@ def test_numba_kernels_equal_numpy_twins():
         assert out[0][1][0][:, :7].sum() == 0  # invalid voxels are skipped, not added
 
 
+def test_argmax_counts_equal_numpy_with_ties_and_blocks():
+    rng = np.random.default_rng(4)
+    p = rng.integers(0, 3, size=(4, 10_001)).astype(np.float32)  # many ties: the first maximum wins in both
+    for block in (1, 7, 4096, 1 << 20):
+        np.testing.assert_array_equal(K.argmax_counts(p, block), K.argmax_counts_numpy(p, block))
+    assert K.argmax_counts(p, 64).sum() == p.shape[1]
+
+
 def test_groups_in_one_pass():
     members = dirichlet_members(6, 3, seed=7)
     acc = EnsembleAccumulator()
@@ -106,6 +116,7 @@ def test_groups_in_one_pass():
         sel = [p for p, gg in zip(members, groups, strict=True) if gg == g]
         np.testing.assert_allclose(results[g].mutual_information, brute_force(sel)["mutual_information"], atol=2e-6)
         assert results[g].members == (f"{g}/seed{groups.index(g)}", f"{g}/seed{groups.index(g) + 1}")
+        assert tuple(results[g].member_voxels) == results[g].members
     np.testing.assert_allclose(results["all"].entropy, brute_force(members)["entropy"], atol=2e-6)
 
 
@@ -165,7 +176,7 @@ def test_bad_members_are_refused_and_leave_the_state_untouched(corrupt, message)
     with pytest.raises(InvalidInput, match=f"Member 'broken'.*{message}"):
         acc.add(bad, name="broken", group="g")
     after = acc.result()
-    assert acc.groups == ["all"] and after.members == ("good",)
+    assert acc.groups == ["all"] and after.members == ("good",) and list(after.member_voxels) == ["good"]
     np.testing.assert_allclose(after.mean_probabilities, before.mean_probabilities, atol=1e-7)
     np.testing.assert_array_equal(after.member_disagreement, before.member_disagreement)
 

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem
 
 from ..metrics.prediction import organ_table
@@ -86,24 +86,42 @@ class MetricsTable(QTableWidget):
         return "\n".join(lines) + "\n"
 
 
-#: The statistics tab's columns: (header, row key or a function of the row, tooltip).
+#: The statistics tab's columns: (header, tooltip).
 _STATS_COLUMNS = (
-    ("ml", "volume_ml", "volume (ml): voxels × voxel volume"),
-    ("HU", None, "the image's mean ± standard deviation inside the organ (HU for CT)"),
-    ("Σp ml", "soft_volume_ml", "soft volume (ml): Σ of the organ's probability × voxel volume"),
-    ("raters ml", None, "the raters' volumes (ml): lowest – highest"),
-    ("axes mm", None, "RECIST axes (mm): the longest axial diameter × its perpendicular, largest component"),
-    ("z", "long_axis_slice", "the axial slice of the longest diameter"),
+    ("ml", "volume (ml): voxels × voxel volume"),
+    ("HU", "the image's mean ± standard deviation inside the organ (HU for CT)"),
+    ("Σp", "soft volume (ml): Σ of the organ's probability × voxel volume"),
+    ("members", "the ensemble members' own volumes (ml): lowest – highest (each member's argmax)"),
+    ("raters", "the raters' volumes (ml): lowest – highest"),
+    (
+        "axes mm",
+        "RECIST axes (mm): the longest axial diameter × its perpendicular, largest component; "
+        "double-click a row to go to its slice",
+    ),
 )
 
 
 class StatsTable(QTableWidget):
-    """Read-only table of `napari_segunc.metrics.stats.organ_statistics` rows (one per organ)."""
+    """Read-only table of `napari_segunc.metrics.stats.organ_statistics` rows (one per organ). Double-clicking a
+    row emits `slice_chosen` with the slice of the organ's longest axial diameter."""
+
+    slice_chosen = Signal(int)
 
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.rows: list[dict] = []
+        font = self.font()  # six columns and the organ names in a dock's width
+        font.setPointSizeF(font.pointSizeF() * 0.88)
+        self.setFont(font)
+        self.horizontalHeader().setFont(font)
+        self.verticalHeader().setFont(font)
+        self.cellDoubleClicked.connect(self._chosen)
+        self.verticalHeader().sectionDoubleClicked.connect(lambda r: self._chosen(r, 0))
+
+    def _chosen(self, row: int, _column: int) -> None:
+        if 0 <= row < len(self.rows) and int(self.rows[row]["long_axis_slice"]) >= 0:
+            self.slice_chosen.emit(int(self.rows[row]["long_axis_slice"]))
 
     def show_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self.rows = [dict(r) for r in rows]
@@ -112,28 +130,45 @@ class StatsTable(QTableWidget):
         self.setRowCount(len(rows))
         self.setHorizontalHeaderLabels([c[0] for c in _STATS_COLUMNS])
         self.setVerticalHeaderLabels([str(r["organ"]) for r in rows])
-        for c, (_header, _key, tip) in enumerate(_STATS_COLUMNS):
+        for c, (_header, tip) in enumerate(_STATS_COLUMNS):
             self.horizontalHeaderItem(c).setToolTip(tip)
         for i, r in enumerate(rows):
-            for c, text in enumerate(self._texts(r)):
+            for c, (text, tip) in enumerate(self._cells(r)):
                 item = QTableWidgetItem(text)
                 item.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
+                item.setToolTip(tip)
                 self.setItem(i, c, item)
         self.resizeColumnsToContents()
 
     @staticmethod
-    def _texts(r: Mapping[str, Any]) -> list[str]:
+    def _cells(r: Mapping[str, Any]) -> list[tuple[str, str]]:
+        """(text, tooltip) of each column."""
+
         def num(v: float, digits: int = 1) -> str:
             return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
-        raters = f"{num(r['rater_volume_min_ml'], 0)}–{num(r['rater_volume_max_ml'], 0)}" if r.get("raters") else "n/a"
+        def spread(who: str) -> tuple[str, str]:
+            n = r.get(f"{who}s")
+            if not n:
+                return "n/a", f"no {who} volumes ({'run the Ensemble dock' if who == 'member' else 'tick raters'})"
+            low, high, std = (r[f"{who}_volume_{k}_ml"] for k in ("min", "max", "std"))
+            return (
+                f"{num(low, 0)}–{num(high, 0)}",
+                f"{n} {who}(s): {low:.1f}–{high:.1f} ml, standard deviation {std:.1f} ml",
+            )
+
+        z = int(r["long_axis_slice"])
+        components = int(r.get("components", 0))
         return [
-            num(r["volume_ml"]),
-            f"{num(r['mean'], 0)}±{num(r['std'], 0)}",
-            num(r["soft_volume_ml"]),
-            raters,
-            f"{num(r['long_axis_mm'], 0)}×{num(r['short_axis_mm'], 0)}",
-            str(r["long_axis_slice"]),
+            (num(r["volume_ml"]), f"{r['volume_ml']:.2f} ml"),
+            (f"{num(r['mean'], 0)}±{num(r['std'], 0)}", ""),
+            (num(r["soft_volume_ml"]), ""),
+            spread("member"),
+            spread("rater"),
+            (
+                f"{num(r['long_axis_mm'], 0)}×{num(r['short_axis_mm'], 0)}",
+                f"on slice {z} (largest of {components} part(s)); double-click to go there" if z >= 0 else "",
+            ),
         ]
 
     def value(self, organ: str, column: str) -> str:

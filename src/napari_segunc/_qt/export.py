@@ -8,13 +8,16 @@ and a case name, tick what to write, then Export. What is exported:
 * every uncertainty map of the image (float image layers with ``metadata["segunc_map"]`` on its grid), float32
   NIfTI in the source geometry;
 * the MedSAM2 box prompts of the review session (``boxes.json`` format);
-* the open Metrics widget's last table (`MetricsWidget.result`) or `ExportWidget.rows_provider`'s rows, as CSV;
-* the one-page PNG report (`napari_segunc.report.write_case_report`).
+* the open Metrics widget's last table (`MetricsWidget.result`) or `ExportWidget.rows_provider`'s rows, as CSV, and
+  its organ statistics (`MetricsWidget.stats`: volumes, HU, the members' and raters' volume spread, RECIST axes);
+* the one-page PNG report (`napari_segunc.report.write_case_report`), with the statistics' volume ranges;
+* a DICOM SEG when the image came from a DICOM series (`napari_segunc.io.dicom_seg`).
 
 The files are named ``<case>_labels.nii.gz``, ``<case>_<map>.nii.gz``, ``<case>_boxes.json``,
-``<case>_metrics.csv`` and ``<case>_report.png``; when any exists, the whole set gets ``_v2`` (``_v3``...), so
-nothing is ever overwritten. The writes run in a worker (`napari_segunc.report.case.write_case_files`);
-`ExportWidget.export` is what the button calls, and tests call it directly.
+``<case>_metrics.csv``, ``<case>_statistics.csv``, ``<case>_report.png`` and ``<case>_seg.dcm``; when any exists,
+the whole set gets ``_v2`` (``_v3``...), so nothing is ever overwritten. The writes run in a worker
+(`napari_segunc.report.case.write_case_files`); `ExportWidget.export` is what the button calls, and tests call it
+directly.
 """
 
 from __future__ import annotations
@@ -272,13 +275,10 @@ class ExportWidget(QWidget):
             self.folder_edit.setText(chosen)
 
     # -------------------------------------------------------------------------------- inputs (GUI thread)
-    def metrics_rows(self) -> tuple[Rows | None, dict[str, int]]:
-        """The metrics table to export (rows, organ labels): `rows_provider`'s, else the Metrics widget's last."""
+    def _metrics_widget(self) -> Any:
+        """The Metrics dock with an evaluation, or None."""
         from ..metrics.prediction import PredictionEvaluation
 
-        if self.rows_provider is not None:
-            rows = self.rows_provider()
-            return (list(rows) if rows else None), {}
         window = self.viewer.window
         docks = getattr(window, "dock_widgets", None)
         widgets = (
@@ -289,8 +289,24 @@ class ExportWidget(QWidget):
         for widget in widgets:
             result = getattr(widget, "result", None)
             if isinstance(result, PredictionEvaluation) and result.rows:
-                return list(result.rows), dict(result.labels)
-        return None, {}
+                return widget
+        return None
+
+    def metrics_rows(self) -> tuple[Rows | None, dict[str, int]]:
+        """The metrics table to export (rows, organ labels): `rows_provider`'s, else the Metrics widget's last."""
+        if self.rows_provider is not None:
+            rows = self.rows_provider()
+            return (list(rows) if rows else None), {}
+        widget = self._metrics_widget()
+        if widget is None:
+            return None, {}
+        return list(widget.result.rows), dict(widget.result.labels)
+
+    def statistics_rows(self) -> list[dict] | None:
+        """The Metrics widget's last organ statistics (`OrganStats.row`), or None."""
+        widget = self._metrics_widget()
+        stats = getattr(widget, "stats", None) if widget is not None else None
+        return [s.row() for s in stats] if stats else None
 
     def _folder(self, folder: str | Path | None) -> Path:
         if folder is not None:
@@ -344,6 +360,8 @@ class ExportWidget(QWidget):
         )
         if self.metrics_check.isChecked() and rows is None:
             notes.append("no metrics table: evaluate in the Metrics widget first (skipped)")
+        wants_stats = self.metrics_check.isChecked() or self.report_check.isChecked()
+        statistics = self.statistics_rows() if wants_stats else None
         prompt_names = {o.name: o.label for o in prompts.organs} if prompts is not None else {}
         image_names = layer_labels(image_layer.metadata)  # the image's own organ table (the phantom's, say)
         entropy = [n for n in maps if self.viewer.layers[n].metadata.get("segunc_map") == "entropy"]
@@ -355,6 +373,7 @@ class ExportWidget(QWidget):
             map_units=units,
             prompts=prompts,
             metrics_rows=rows,
+            statistics=statistics,
             label_names=_merge_names(names, metric_names, prompt_names, image_names),
             write_labels=self.labels_check.isChecked(),
             write_maps=self.maps_check.isChecked(),

@@ -46,7 +46,7 @@ from ..metrics.plots import draw_reliability, draw_risk_coverage
 from ..metrics.prediction import PredictionEvaluation, evaluate_prediction
 from ..metrics.suite import COLUMNS, Mode
 from ..organs import layer_labels
-from ..roles import PROBABILITIES
+from ..roles import MEMBER_VOXELS, PROBABILITIES
 from ..volume import check_same_grid
 from ._jobs import DockJob
 from ._layers import LayerRole, layers_with_role, role_of, volume_of
@@ -71,19 +71,24 @@ def _message(fig: Figure, text: str) -> None:
 
 def evaluate_and_measure(**job: Any) -> tuple[PredictionEvaluation, list]:
     """Worker body: the evaluation (`evaluate_prediction`) and the organs' statistics of the prediction
-    (`napari_segunc.metrics.stats.organ_statistics`: volumes, HU, soft volume, the raters' volumes, RECIST axes)."""
+    (`napari_segunc.metrics.stats.organ_statistics`: volumes, HU, soft volume, the members' and the raters' volumes,
+    RECIST axes). ``job["member_voxels"]`` (popped before the evaluation) are the ensemble members' label maps counted
+    per class, from the prediction layer's metadata."""
     from ..metrics.stats import organ_statistics
 
+    member_voxels = list(job.pop("member_voxels", None) or ())
     result = evaluate_prediction(**job)
     probabilities = job.get("probabilities")
     if probabilities is not None and np.shape(probabilities)[0] != len(result.labels) + 1:
         probabilities = None  # organ channels only: the soft volume needs background first
+    member_voxels = [c for c in member_voxels if len(c) == len(result.labels) + 1]  # other classes: not comparable
     stats = organ_statistics(
         job["segmentation"],
         job["spacing"],
         result.labels,
         image=job.get("image"),
         probabilities=probabilities,
+        member_voxels=member_voxels,
         raters=job["raters"],
     )
     return result, stats
@@ -134,6 +139,7 @@ class MetricsWidget(QWidget):
         self.tabs.addTab(self.reliability_canvas, "Reliability")
         self.tabs.addTab(self.risk_canvas, "Risk–coverage")
         self.stats_table = StatsTable()
+        self.stats_table.slice_chosen.connect(self.go_to_slice)
         self.tabs.addTab(self.stats_table, "Statistics")
 
         form = QFormLayout()
@@ -327,6 +333,7 @@ class MetricsWidget(QWidget):
             image=image,
             mode=self.mode,
             case=self.image_combo.currentData() or name,
+            member_voxels=list(prediction.metadata.get(MEMBER_VOXELS, {}).values()),
         )
 
     # -------------------------------------------------------------------------------- actions
@@ -352,6 +359,13 @@ class MetricsWidget(QWidget):
     def cell_value(self, organ: str, metric: str) -> float:
         """The value the table shows for (organ, metric) (KeyError when it has no such cell)."""
         return self.table.value(organ, metric)
+
+    def go_to_slice(self, z: int) -> None:
+        """Show axial slice `z` (a Statistics row's RECIST slice) in the viewer."""
+        step = list(self.viewer.dims.current_step)
+        step[0] = int(z)
+        self.viewer.dims.current_step = tuple(step)
+        self.status.setText(f"Slice {int(z)}: where the organ's longest axial diameter lies.")
 
     def copy_table(self) -> str:
         """Put the table on the clipboard as TSV (pastes into a spreadsheet) and return the text."""

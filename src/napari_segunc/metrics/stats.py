@@ -147,6 +147,7 @@ def organ_statistics(
     image: np.ndarray | None = None,
     probabilities: np.ndarray | None = None,
     members: Sequence[np.ndarray] = (),
+    member_voxels: Sequence[Sequence[int]] = (),
     raters: Sequence[np.ndarray] = (),
 ) -> list[OrganStats]:
     """Statistics of every organ of `organs` present in `labels` (module docstring).
@@ -162,6 +163,9 @@ def organ_statistics(
         Mean class probabilities, channel c = the c-th organ of `organs` by label value after background.
     members : sequence of ndarray (C, Z, Y, X)
         Each ensemble member's class probabilities (same channels): its label map is their argmax.
+    member_voxels : sequence of sequences of int
+        Instead of (or besides) `members`: each member's label map already counted per channel
+        (`napari_segunc.uncertainty.EnsembleMaps.member_voxels`, what an ensemble run keeps of its members).
     raters : sequence of ndarray of int (Z, Y, X)
         Raters' label maps (label values of `organs`).
     """
@@ -180,7 +184,14 @@ def organ_statistics(
                 f"Probabilities of shape {np.shape(p)} do not fit {len(ordered)} organ(s) on the {shape} grid "
                 "(background first, then the organs by label value)."
             )
-    member_maps = [np.argmax(m, axis=0) for m in members]
+    counts = [np.bincount(np.argmax(m, axis=0).ravel(), minlength=len(ordered) + 1) for m in members]
+    for c in member_voxels:
+        if len(c) != len(ordered) + 1:
+            raise InvalidInput(
+                f"A member's voxel counts have {len(c)} classes; {len(ordered)} organ(s) and the background need "
+                f"{len(ordered) + 1}."
+            )
+        counts.append(np.asarray(c, dtype=np.int64))
     out = []
     for value, name in ordered:
         mask = labels == value
@@ -199,7 +210,7 @@ def organ_statistics(
                 if probabilities is not None
                 else float("nan")
             ),
-            member_volumes_ml=[float((m == channel[value]).sum()) * voxel_ml for m in member_maps],
+            member_volumes_ml=[float(c[channel[value]]) * voxel_ml for c in counts],
             rater_volumes_ml=[float((np.asarray(r) == value).sum()) * voxel_ml for r in raters],
             components=recist_diameters(mask, spacing),
         )

@@ -30,6 +30,7 @@ __all__ = [
     "METRICS",
     "PROMPTS",
     "REPORT",
+    "STATISTICS",
     "CaseExport",
     "describe",
     "map_key",
@@ -41,6 +42,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 LABELS, PROMPTS, METRICS, REPORT, DICOM_SEG = "labels", "prompts", "metrics", "report", "dicom_seg"
+STATISTICS = "statistics"
 _MAP = "map:"
 
 
@@ -76,6 +78,9 @@ class CaseExport:
     metrics_rows : list of dict, optional
         The metrics' tidy rows: written as ``<case>_metrics.csv`` (with `write_metrics`), Dice and HD95 in the
         report's table.
+    statistics : list of dict, optional
+        The organ statistics (`napari_segunc.metrics.stats.OrganStats.row`, the Metrics dock's Statistics): written
+        as ``<case>_statistics.csv`` (with `write_metrics`), the members' and raters' volume ranges in the report.
     label_names : dict of str to int
         Organ name → label value (report legend and table).
     write_dicom_seg : bool
@@ -94,6 +99,7 @@ class CaseExport:
     map_units: dict[str, str] = dataclasses.field(default_factory=dict)
     prompts: Any = None
     metrics_rows: list[dict[str, Any]] | None = None
+    statistics: list[dict[str, Any]] | None = None
     label_names: dict[str, int] = dataclasses.field(default_factory=dict)
     write_labels: bool = True
     write_maps: bool = True
@@ -141,6 +147,8 @@ def _stems(export: CaseExport) -> dict[str, tuple[str, str]]:
         stems[PROMPTS] = (f"{case}_boxes", ".json")
     if export.write_metrics and export.metrics_rows:
         stems[METRICS] = (f"{case}_metrics", ".csv")
+    if export.write_metrics and export.statistics:
+        stems[STATISTICS] = (f"{case}_statistics", ".csv")
     if export.write_report:
         stems[REPORT] = (f"{case}_report", ".png")
     if export.write_dicom_seg:
@@ -159,7 +167,8 @@ def _taken(path: Path) -> bool:
 def plan_case_files(export: CaseExport, folder: str | os.PathLike) -> dict[str, Path]:
     """The files an export will write, ``{what: path}``, all with the same free version.
 
-    Keys: ``"labels"``, ``"map:<name>"`` per map, ``"prompts"``, ``"metrics"``, ``"report"`` (only those to write).
+    Keys: ``"labels"``, ``"map:<name>"`` per map, ``"prompts"``, ``"metrics"``, ``"statistics"``, ``"report"``,
+    ``"dicom_seg"`` (only those to write).
     """
     folder = Path(folder).expanduser()
     stems = _stems(export)
@@ -196,6 +205,9 @@ def _writer(export: CaseExport, key: str):
     if key == METRICS:
         rows = export.metrics_rows
         return lambda path: write_csv(rows, path, columns=_csv_columns(rows))
+    if key == STATISTICS:
+        stats = export.statistics
+        return lambda path: write_csv(stats, path, columns=list(dict.fromkeys(k for r in stats for k in r)))
     if key == DICOM_SEG:
         from ..io.dicom_seg import write_dicom_seg
 
@@ -213,6 +225,7 @@ def _writer(export: CaseExport, key: str):
             uncertainty=export.maps.get(shown) if shown else None,
             label_names=export.label_names,
             table_rows=export.metrics_rows,
+            statistics=export.statistics,
             title=export.case,
             uncertainty_label=export.map_units.get(shown, shown or ""),
         )
@@ -223,6 +236,7 @@ _WHAT = {
     LABELS: "label map",
     PROMPTS: "box prompts",
     METRICS: "metrics table",
+    STATISTICS: "organ statistics",
     REPORT: "PNG report",
     DICOM_SEG: "DICOM SEG",
 }

@@ -119,6 +119,16 @@ def _float(value: Any) -> float:
         return math.nan
 
 
+_SPREAD_KEYS = (
+    "members",
+    "member_volume_min_ml",
+    "member_volume_max_ml",
+    "raters",
+    "rater_volume_min_ml",
+    "rater_volume_max_ml",
+)
+
+
 def case_table(
     labels: np.ndarray,
     spacing: Sequence[float],
@@ -126,6 +136,7 @@ def case_table(
     metrics_rows: Sequence[Mapping[str, Any]] | None = None,
     *,
     image: np.ndarray | None = None,
+    statistics: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """`organ_volumes` rows with each organ's RECIST axes (``long_mm``, ``short_mm``: the largest connected
     component's longest axial diameter and its perpendicular, `napari_segunc.metrics.stats.recist_diameters`), plus
@@ -133,7 +144,9 @@ def case_table(
     ``hu_std`` inside each organ when `image` is given.
 
     The metric of an organ is its ``"mean"`` row (mean over raters), else its ``"consensus"`` row, else its only
-    row; NaN when the metrics table has none.
+    row; NaN when the metrics table has none. `statistics`, rows of `napari_segunc.metrics.stats.OrganStats.row`
+    (the Metrics dock's Statistics), add each organ's volume spread: ``members``, ``member_volume_min_ml``,
+    ``member_volume_max_ml``, ``raters``, ``rater_volume_min_ml``, ``rater_volume_max_ml`` (matched by organ name).
     """
     from ..metrics.stats import recist_diameters
 
@@ -146,6 +159,11 @@ def case_table(
             inside = np.asarray(image, dtype=np.float64)[np.asarray(labels) == row["label"]]
             row["hu_mean"] = float(inside.mean()) if inside.size else float("nan")
             row["hu_std"] = float(inside.std()) if inside.size else float("nan")
+    spreads = {str(r["organ"]): r for r in statistics or ()}
+    for row in rows:
+        found = spreads.get(row["organ"])
+        if found is not None:
+            row.update({k: found[k] for k in _SPREAD_KEYS if k in found})
     if metrics_rows is not None:
         for row in rows:
             row["dice"] = _metric(metrics_rows, row["organ"], "dice")
@@ -237,15 +255,24 @@ def _table_text(rows: list[dict[str, Any]], with_metrics: bool) -> tuple[list[st
     def fmt(v: float, digits: int) -> str:
         return "n/a" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
+    def spread(r: Mapping[str, Any], who: str) -> str:
+        if not r.get(f"{who}s"):
+            return "—"
+        return f"{fmt(r[f'{who}_volume_min_ml'], 0)}–{fmt(r[f'{who}_volume_max_ml'], 0)}"
+
     with_hu = any("hu_mean" in r for r in rows)
-    columns = ["organ", "label", "voxels", "volume (ml)"] + (["HU"] if with_hu else []) + ["axes (mm)"]
+    spreads = [who for who in ("member", "rater") if any(r.get(f"{who}s") for r in rows)]
+    columns = ["organ", "label", "voxels", "volume (ml)"] + [f"{who}s (ml)" for who in spreads]
+    columns += (["HU"] if with_hu else []) + ["axes (mm)"]
     columns += ["Dice", "HD95 (mm)"] if with_metrics else []
     cells = []
     for r in rows:
         axes = f"{fmt(r['long_mm'], 0)} × {fmt(r['short_mm'], 0)}" if "long_mm" in r else "—"
         hu = [f"{fmt(r.get('hu_mean', math.nan), 0)} ± {fmt(r.get('hu_std', math.nan), 0)}"] if with_hu else []
         cells.append(
-            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1), *hu, axes]
+            [r["organ"], str(r["label"]), f"{r['voxels']:,}", fmt(r["volume_ml"], 1)]
+            + [spread(r, who) for who in spreads]
+            + [*hu, axes]
             + ([fmt(r["dice"], 3), fmt(r["hd95"], 1)] if with_metrics else [])
         )
     return columns, cells
@@ -260,6 +287,8 @@ def _draw_table(ax, rows: list[dict[str, Any]], colors: Mapping[int, tuple], wit
     if len(rows) > MAX_TABLE_ROWS:  # the largest organs; the rest counted in a last row
         shown = sorted(sorted(rows, key=lambda r: -r["voxels"])[: MAX_TABLE_ROWS - 1], key=lambda r: r["label"])
     columns, cells = _table_text(shown, with_metrics)
+    wide = len(columns) > 8  # the organ and label columns give way to the volume ranges
+    first, label = (0.15, 0.045) if wide else (0.26, 0.74 / (len(columns) - 1))
     if len(shown) < len(rows):
         cells.append([f"… {len(rows) - len(shown)} more organs", *[""] * (len(columns) - 1)])
     table = ax.table(
@@ -267,7 +296,7 @@ def _draw_table(ax, rows: list[dict[str, Any]], colors: Mapping[int, tuple], wit
         colLabels=columns,
         loc="upper center",
         cellLoc="center",
-        colWidths=[0.26] + [0.74 / (len(columns) - 1)] * (len(columns) - 1),
+        colWidths=[first, label] + [(1 - first - label) / (len(columns) - 2)] * (len(columns) - 2),
     )
     table.auto_set_font_size(False)
     table.set_fontsize(9.5)
@@ -289,6 +318,7 @@ def draw_case_report(
     uncertainty: np.ndarray | None = None,
     label_names: Mapping[str, int] | None = None,
     table_rows: Sequence[Mapping[str, Any]] | None = None,
+    statistics: Sequence[Mapping[str, Any]] | None = None,
     title: str = "",
     uncertainty_label: str = "uncertainty",
 ) -> list[int]:
@@ -301,7 +331,7 @@ def draw_case_report(
         if uncertainty.shape != image.shape:
             raise GeometryMismatch(f"The uncertainty map has shape {uncertainty.shape} but the image {image.shape}.")
     fig.clear()
-    rows = case_table(labels, image.spacing, label_names, table_rows, image=image.data)
+    rows = case_table(labels, image.spacing, label_names, table_rows, image=image.data, statistics=statistics)
     colors = label_colors(r["label"] for r in rows)
     names = {r["label"]: r["organ"] for r in rows}
     window = contrast_limits(default_preset(image), image.data)
@@ -375,8 +405,15 @@ def draw_case_report(
         f"Volumes: voxel count × {image.voxel_volume_ml * 1000:.4g} mm³ from the exported label map. HU: mean ± std "
         "inside the organ. Axes: RECIST, the longest axial diameter × its perpendicular (largest part)."
     )
+    later = []
+    if any(r.get("members") or r.get("raters") for r in rows):
+        later.append(
+            "Members / raters: the lowest–highest volume of the ensemble members' own label maps / of the raters"
+        )
     if table_rows is not None:
-        note += "\nDice / HD95: the Metrics evaluation (mean over raters) of the case's prediction."
+        later.append("Dice / HD95: the Metrics evaluation (mean over raters) of the case's prediction")
+    if later:
+        note += "\n" + ". ".join(later) + "."
     fig.text(0.02, 0.012, note, fontsize=8, color="#444444", va="bottom", linespacing=1.4)
     return slices
 
@@ -389,6 +426,7 @@ def write_case_report(
     uncertainty: np.ndarray | None = None,
     label_names: Mapping[str, int] | None = None,
     table_rows: Sequence[Mapping[str, Any]] | None = None,
+    statistics: Sequence[Mapping[str, Any]] | None = None,
     title: str = "",
     uncertainty_label: str = "uncertainty",
     overwrite: bool = False,
@@ -409,6 +447,9 @@ def write_case_report(
         Organ name → label value, for the legend and table.
     table_rows : list of dict, optional
         The metrics' tidy rows (`napari_segunc.metrics.suite.COLUMNS`): adds Dice and HD95 per organ.
+    statistics : list of dict, optional
+        Organ statistics rows (`napari_segunc.metrics.stats.OrganStats.row`): adds the members' and the raters'
+        volume ranges per organ.
     title : str
         Page title (default the image's name).
     uncertainty_label : str
@@ -441,6 +482,7 @@ def write_case_report(
         uncertainty=uncertainty,
         label_names=label_names,
         table_rows=table_rows,
+        statistics=statistics,
         title=title,
         uncertainty_label=uncertainty_label,
     )

@@ -3,6 +3,8 @@
 Kernels work on flattened chunks: probabilities ``p`` of shape (C, N) for N voxels (any strides, float32).
 `accumulate` validates each voxel and adds only valid ones, returning how many were not; ``sign`` = −1 removes a
 chunk again with exactly the same voxel selection (used to roll back a member that fails validation half-way).
+`argmax_counts` counts the voxels of each class in one member's own label map (its argmax): the spread of the
+members' organ volumes (`napari_segunc.metrics.stats`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["accumulate", "accumulate_numpy", "finalize", "finalize_numpy"]
+__all__ = [
+    "accumulate",
+    "accumulate_numpy",
+    "argmax_counts",
+    "argmax_counts_numpy",
+    "finalize",
+    "finalize_numpy",
+]
 
 
 @njit(cache=True, parallel=True)
@@ -98,6 +107,30 @@ def accumulate_numpy(p, atol, renormalize, sign, sum_p, sum_sq, sum_ent, votes):
     best = np.argmax(x, axis=0)
     np.add.at(votes, (best, np.flatnonzero(ok)), np.asarray(sign).astype(votes.dtype))  # −1 wraps, exactly
     return counts
+
+
+@njit(cache=True, parallel=True)
+def argmax_counts(p, block):  # pragma: no cover - compiled
+    """(C,) int64: voxels of a (C, N) chunk whose argmax is c (first maximum wins, as numpy.argmax); the voxels
+    are split into blocks of `block`, each counted by one thread into its own row, so no two threads share a counter.
+    """
+    n_classes, n = p.shape
+    n_blocks = (n + block - 1) // block
+    rows = np.zeros((n_blocks, n_classes), np.int64)
+    for b in prange(n_blocks):
+        for v in range(b * block, min(n, (b + 1) * block)):
+            best = 0
+            best_val = p[0, v]
+            for c in range(1, n_classes):
+                if p[c, v] > best_val:
+                    best_val = p[c, v]
+                    best = c
+            rows[b, best] += 1
+    return rows.sum(axis=0)
+
+
+def argmax_counts_numpy(p, block):
+    return np.bincount(np.argmax(p, axis=0), minlength=p.shape[0]).astype(np.int64)
 
 
 @njit(cache=True, parallel=True)

@@ -58,6 +58,9 @@ class EnsembleMaps:
     group : str
     members : tuple of str
     normalized : bool
+    member_voxels : dict of str to ndarray of int64, shape (C,)
+        Each member's own label map (its argmax) counted per class: the spread of the members' organ volumes
+        (`napari_segunc.metrics.stats.organ_statistics`).
     """
 
     mean_probabilities: np.ndarray
@@ -72,6 +75,7 @@ class EnsembleMaps:
     group: str
     members: tuple[str, ...]
     normalized: bool
+    member_voxels: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_members(self) -> int:
@@ -93,6 +97,9 @@ class _Sums:
     sum_ent: np.ndarray
     votes: np.ndarray
     members: list[str]
+
+
+_COUNT_BLOCK = 1 << 14  # voxels per thread block of `argmax_counts`
 
 
 class EnsembleAccumulator:
@@ -137,6 +144,8 @@ class EnsembleAccumulator:
         self.chunk_voxels = int(chunk_voxels)
         self.class_variance = bool(class_variance)
         self._kernels = (K.accumulate, K.finalize) if use_numba else (K.accumulate_numpy, K.finalize_numpy)
+        self._argmax_counts = K.argmax_counts if use_numba else K.argmax_counts_numpy
+        self._voxels: dict[str, np.ndarray] = {}  # member → voxels per class of its own label map
         self._shape: tuple[int, ...] | None = None
         self._grid: Volume | None = None
         self._sums: dict[str, _Sums] = {}
@@ -212,6 +221,7 @@ class EnsembleAccumulator:
         flat = p.reshape(p.shape[0], -1)
         accumulate = self._kernels[0]
         done = {t: 0 for t in targets}  # voxels of this member already added to each target
+        voxels = np.zeros(p.shape[0], np.int64)
         try:
             for start in range(0, flat.shape[1], self.chunk_voxels):
                 chunk = self._chunk(flat, start)
@@ -231,11 +241,13 @@ class EnsembleAccumulator:
                     done[t] = end
                     if any(bad):
                         raise InvalidInput(self._describe(name, chunk, *bad))
+                voxels += self._argmax_counts(chunk, _COUNT_BLOCK)
         except BaseException:
             self._rollback(flat, done, created)
             raise
         for t in targets:
             self._sums[t].members.append(name)
+        self._voxels[name] = voxels
         if self._shape is None:
             self._shape, self._grid = p.shape, grid
         log.debug("added member %s (group %s): %s", name, group, p.shape)
@@ -362,6 +374,7 @@ class EnsembleAccumulator:
             group=group,
             members=tuple(s.members),
             normalized=normalized,
+            member_voxels={m: self._voxels[m].copy() for m in s.members},
         )
 
     def results(self, *, normalized: bool = False, consume: bool = False) -> dict[str, EnsembleMaps]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..organs import label_colormap
-from ..roles import CONTOUR, LABEL_NAMES, MAP_KIND, PROBABILITIES, ROLE, UNIT, LayerRole
+from ..roles import CONTOUR, LABEL_NAMES, MAP_KIND, MEMBER_VOXELS, PROBABILITIES, ROLE, UNIT, LayerRole
 from ..volume import Volume
 from .ensemble import SCALAR_MAPS, EnsembleMaps
 from .raters import RaterAnalysis
@@ -103,6 +103,7 @@ def segmentation_layer(
     name: str = "segmentation",
     labels: Mapping[str, int] | None = None,
     probabilities: np.ndarray | None = None,
+    member_voxels: Mapping[str, Iterable[int]] | None = None,
     role: LayerRole = LayerRole.SEGMENTATION,
     contour: int = 1,
     visible: bool = True,
@@ -112,7 +113,9 @@ def segmentation_layer(
 
     `probabilities`, the (C, Z, Y, X) class probabilities the label map is the argmax of (background first, channel
     i = the i-th organ in increasing label value), go to ``metadata["segunc_probabilities"]`` when given: the
-    Metrics widget reads its calibration and uncertainty metrics from there.
+    Metrics widget reads its calibration and uncertainty metrics from there. `member_voxels`, each ensemble
+    member's own label map counted per class (`EnsembleMaps.member_voxels`), go to
+    ``metadata["segunc_member_voxels"]``: the spread of the members' organ volumes in the Statistics table.
     """
     kwargs = grid.napari_kwargs()
     kwargs.update(name=name, opacity=0.6, colormap=label_colormap(), visible=visible)
@@ -121,6 +124,8 @@ def segmentation_layer(
         kwargs["metadata"][CONTOUR] = int(contour)
     if probabilities is not None:
         kwargs["metadata"][PROBABILITIES] = probabilities
+    if member_voxels:
+        kwargs["metadata"][MEMBER_VOXELS] = {str(m): [int(n) for n in c] for m, c in member_voxels.items()}
     return data, kwargs, "labels"
 
 
@@ -146,7 +151,12 @@ def ensemble_layers(
         probabilities = maps.mean_probabilities if with_probabilities else None
         layers.append(
             segmentation_layer(
-                maps.segmentation, grid, name=f"{prefix}segmentation", labels=labels, probabilities=probabilities
+                maps.segmentation,
+                grid,
+                name=f"{prefix}segmentation",
+                labels=labels,
+                probabilities=probabilities,
+                member_voxels=maps.member_voxels,
             )
         )
     for name in which:
