@@ -121,7 +121,7 @@ def test_mismatched_rater_map_is_refused_with_a_message(
 
     assert len(errors) == 1
     assert "wrong_grid.nii.gz" in errors[0] and "spacing" in errors[0] and "was not added" in errors[0]
-    assert "Resample label maps onto the image" in errors[0] and "segunc resample" in errors[0]  # the two fixes
+    assert "Resample maps onto the image" in errors[0] and "segunc resample" in errors[0]  # the two fixes
     assert [layer.name for layer in _labels(viewer)] == ["rater_1"]  # the good one still comes in
     assert widget.file_button.isEnabled()
 
@@ -331,6 +331,7 @@ def test_add_probability_maps_as_an_ensemble(open_study, wait_idle, errors, tmp_
     widget.add_probabilities([paths[0], odd])
     wait_idle(widget)
     assert len(errors) == 1 and "other_grid.nii.gz" in errors[0] and "No probability map was added" in errors[0]
+    assert "Resample maps onto the image" in errors[0]  # the offer
     assert len(viewer.layers) == n_layers
     # A broken member (NaN) gets the core's message.
     broken = arrays[0].copy()
@@ -340,6 +341,36 @@ def test_add_probability_maps_as_an_ensemble(open_study, wait_idle, errors, tmp_
     wait_idle(widget)
     assert len(errors) == 2 and "broken.nii.gz" in errors[1] and "NaN" in errors[1]
     assert len(viewer.layers) == n_layers and widget.probabilities_button.isEnabled()
+
+    # The offer taken: a member predicted at half the in-plane resolution is resampled onto the image's grid
+    # (linear, renormalised) and added, with a note; the same as resampling it directly.
+    from napari_segunc.io import read_probabilities
+    from napari_segunc.io.resample import resample_probabilities_like
+
+    image = widget.image_volume
+    coarse = Volume(
+        np.zeros(arrays[0][0, :, ::2, ::2].shape, np.int16),
+        spacing=(image.spacing[0], image.spacing[1] * 2, image.spacing[2] * 2),
+        origin=image.origin,
+        direction=image.direction,
+        name="coarse",
+    )
+    half = write_probabilities(np.ascontiguousarray(arrays[0][:, :, ::2, ::2]), coarse, tmp_path / "half.nii.gz")
+    for layer in list(viewer.layers)[1:]:
+        viewer.layers.remove(layer)
+    widget.resample_check.setChecked(True)
+    widget.add_probabilities([half])
+    wait_idle(widget)
+    assert len(errors) == 2, errors[2:]
+    (seg,) = [lay for lay in _labels(viewer) if lay.name == "probabilities: segmentation"]
+    own = read_probabilities(half)
+    expected = resample_probabilities_like(own.data, own.grid, image).data
+    np.testing.assert_allclose(seg.metadata["segunc_probabilities"], expected, atol=1e-6)
+    np.testing.assert_allclose(expected.sum(axis=0), 1.0, atol=1e-5)
+    liver, truth = seg.data == 1, np.argmax(arrays[0], axis=0) == 1
+    assert 2 * (liver & truth).sum() / (liver.sum() + truth.sum()) > 0.95
+    assert "half.nii.gz was resampled onto the image's grid" in widget.status.text()
+    assert any("resampled" in w for w in seg.metadata["segunc_read_warnings"])
 
 
 def test_add_nnunet_npz_member_with_the_image_as_reference(

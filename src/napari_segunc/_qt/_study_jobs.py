@@ -79,6 +79,7 @@ class ProbabilityResult:
     layers: list[LayerData]
     members: tuple[str, ...]
     n_classes: int
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
 
 def data_range(data: np.ndarray) -> tuple[float, float]:
@@ -93,7 +94,7 @@ def data_range(data: np.ndarray) -> tuple[float, float]:
 #: the check boxes of the Open-study dock that ask the readers for more than exact files (`io.read_policy`)
 NONFINITE_BOX = "Read NaN/Inf voxels as 0"
 GAPS_BOX = "Accept DICOM slice gaps"
-RESAMPLE_BOX = "Resample label maps onto the image"
+RESAMPLE_BOX = "Resample maps onto the image"
 
 
 class _ThreadWarnings(logging.Handler):
@@ -225,6 +226,7 @@ def probabilities_job(
     *,
     names: Sequence[str] | None = None,
     trust_pickle: bool = False,
+    resample: bool = False,
 ) -> Generator[Progress, None, ProbabilityResult]:
     """Stream probability files (one ensemble member each) into an `EnsembleAccumulator`; return the layers.
 
@@ -239,6 +241,9 @@ def probabilities_job(
         Member names (default: the file names).
     trust_pickle : bool
         Read the nnU-Net ``.pkl`` beside an ``.npz`` for its geometry (unpickling can run code).
+    resample : bool
+        Resample a member on another grid onto the image's (linear, renormalised) instead of refusing it; each one
+        resampled is named in `ProbabilityResult.warnings`.
 
     Returns
     -------
@@ -254,9 +259,13 @@ def probabilities_job(
     if not paths:
         raise InvalidInput("Choose at least one probability map (.npz or 4D .nii.gz).")
     specs = [MemberSpec(str(p), name) for p, name in zip(paths, _member_names(paths, names), strict=True)]
-    members = file_members(specs, reference=reference, trust_pickle=trust_pickle, check_pickle=True)
+    members = file_members(specs, reference=reference, trust_pickle=trust_pickle, check_pickle=True, resample=resample)
     try:
-        acc, _grid, labels = yield from accumulate(members, class_variance=False)
+        with reading() as warnings:
+            acc, _grid, labels = yield from accumulate(members, class_variance=False)
+    except GeometryMismatch as exc:
+        advice = "" if resample else f" Or tick “{RESAMPLE_BOX}” in Open study."
+        raise GeometryMismatch(f"{exc} No probability map was added.{advice}") from None
     except SegUncError as exc:
         raise type(exc)(f"{exc} No probability map was added.") from None
     yield Progress(len(paths), len(paths), "computing the uncertainty maps")
@@ -266,4 +275,4 @@ def probabilities_job(
         kwargs["name"] = PROBABILITIES_PREFIX + kwargs["name"]
         kwargs["metadata"]["segunc_probability_files"] = [str(p) for p in paths]
     log.info("probability maps: %d member(s), %d classes", maps.n_members, maps.n_classes)
-    return ProbabilityResult(layers, maps.members, maps.n_classes)
+    return ProbabilityResult(layers, maps.members, maps.n_classes, list(warnings))

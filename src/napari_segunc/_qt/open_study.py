@@ -123,8 +123,9 @@ class OpenStudyWidget(QWidget):
         )
         self.resample_check = QCheckBox(jobs.RESAMPLE_BOX)
         self.resample_check.setToolTip(
-            "A rater map on another grid than the image (spacing, field of view, origin) is refused.\n"
-            "Tick to resample it onto the image's grid instead (nearest neighbour: labels are never blended)."
+            "A rater map or a probability map on another grid than the image (spacing, field of view, origin) is\n"
+            "refused. Tick to resample it onto the image's grid instead: label maps by nearest neighbour (labels are\n"
+            "never blended), probability maps linearly, renormalised to sum to 1."
         )
         self.table_combo = QComboBox()
         for text, key in TABLE_CHOICES:
@@ -315,6 +316,7 @@ class OpenStudyWidget(QWidget):
             self.image_volume,
             names=names,
             trust_pickle=trust_pickle,
+            resample=self.resample_check.isChecked(),
             on_returned=self._probabilities_loaded,
             on_yielded=self._progressed,
             what=f"Reading {len(paths)} probability map(s)",
@@ -414,11 +416,15 @@ class OpenStudyWidget(QWidget):
 
     def _probabilities_loaded(self, result: jobs.ProbabilityResult) -> None:
         for layer_data in result.layers:
+            if result.warnings:  # kept with the layers (resampled…), as for a rater map
+                layer_data[1]["metadata"]["segunc_read_warnings"] = list(result.warnings)
             self._add_layer(layer_data)
         msg = (
             f"Added the probability maps of {len(result.members)} member(s), {result.n_classes} classes: "
             "segmentation, entropy, expected entropy, mutual information."
         )
+        if result.warnings:
+            msg += " Note: " + " ".join(result.warnings)
         self.status.setText(msg)
         show_info(msg)
 

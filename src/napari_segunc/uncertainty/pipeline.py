@@ -15,6 +15,8 @@ from collections.abc import Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from ..errors import GeometryMismatch, InvalidInput
 from ..io import read_probabilities, write_probabilities, write_volume
 from ..members import MemberProbabilities, dataset_labels
@@ -65,29 +67,59 @@ def file_members(
     reference: Volume | None = None,
     trust_pickle: bool = False,
     check_pickle: bool = False,
+    resample: bool = False,
 ) -> Generator[Progress | MemberProbabilities, None, None]:
     """A member source reading probability files one at a time (`napari_segunc.io.read_probabilities`).
 
     `reference` gives an ``.npz`` its geometry and is checked against a NIfTI's. With `trust_pickle` an ``.npz``
     without `reference` takes the geometry of the nnU-Net ``.pkl`` beside it (unpickling can run code); with
     `check_pickle` too, that geometry is read even when `reference` is given, and checked against it (Open study).
-    Label names come from an nnU-Net ``dataset.json`` beside a file when it describes exactly its channels.
+    With `resample`, a member whose own geometry (a NIfTI's, or a trusted ``.pkl``'s) differs from `reference` is
+    resampled onto it (`napari_segunc.io.resample.resample_probabilities_like`: linear, renormalised) with a warning
+    logged; one that does not overlap it at all is refused. Label names come from an nnU-Net ``dataset.json``
+    beside a file when it describes exactly its channels.
     """
     total = len(specs)
     for i, spec in enumerate(specs, start=1):
         yield Progress(i - 1, total, f"reading member {i}/{total}: {spec.name}")
-        if check_pickle and trust_pickle and reference is not None and str(spec.path).lower().endswith(".npz"):
-            pm = read_probabilities(spec.path, trust_pickle=True)
-            try:
-                check_same_grid(reference, pm.grid)
-            except GeometryMismatch as exc:
-                raise GeometryMismatch(f"Probability map {spec.path} does not belong to the image: {exc}") from None
-        else:
-            pm = read_probabilities(spec.path, reference=reference, trust_pickle=trust_pickle)
-        labels = dataset_labels(Path(spec.path).expanduser().parent, n_classes=pm.data.shape[0])
-        yield MemberProbabilities(spec.name, pm.data, group=spec.group, grid=pm.grid, labels=labels)
-        del pm  # the pipeline holds the member only while adding it
+        try:
+            if check_pickle and trust_pickle and reference is not None and str(spec.path).lower().endswith(".npz"):
+                pm = read_probabilities(spec.path, trust_pickle=True)
+                try:
+                    check_same_grid(reference, pm.grid)
+                except GeometryMismatch as exc:
+                    raise GeometryMismatch(f"Probability map {spec.path} does not belong to the image: {exc}") from None
+            else:
+                pm = read_probabilities(spec.path, reference=reference, trust_pickle=trust_pickle)
+            data, grid = pm.data, pm.grid
+        except GeometryMismatch as exc:
+            if not resample or reference is None:
+                raise
+            if str(spec.path).lower().endswith(".npz") and not trust_pickle:  # its only geometry is the image's
+                raise GeometryMismatch(
+                    f"{exc} An nnU-Net .npz has no geometry of its own without its .pkl, so it cannot be resampled."
+                ) from None
+            data, grid = _resampled_member(spec, reference, trust_pickle)
+        labels = dataset_labels(Path(spec.path).expanduser().parent, n_classes=data.shape[0])
+        yield MemberProbabilities(spec.name, data, group=spec.group, grid=grid, labels=labels)
+        del data  # the pipeline holds the member only while adding it
     yield Progress(total, total, "all members added")
+
+
+def _resampled_member(spec: MemberSpec, reference: Volume, trust_pickle: bool) -> tuple[np.ndarray, Volume]:
+    """A member on its own grid moved onto `reference`'s (see `file_members`)."""
+    from ..io.resample import resample_probabilities_like
+
+    own = read_probabilities(spec.path, trust_pickle=trust_pickle)
+    done = resample_probabilities_like(own.data, own.grid, reference)
+    if done.outside >= 1.0:
+        raise InvalidInput(f"Probability map {spec.path} does not overlap the image at all; it cannot be resampled.")
+    log.warning(
+        "%s was resampled onto the image's grid (linear, renormalised)%s",
+        Path(spec.path).name,
+        f"; {done.outside:.0%} of the image lies outside it (background there)." if done.outside > 0 else ".",
+    )
+    return done.data, reference
 
 
 class Accumulated(NamedTuple):
