@@ -265,6 +265,51 @@ def test_curvas_mode_reproduces_the_official_flow(phantom_case):
     assert abs(nat.value("dice_consensus", "panc", "consensus") - dice[1]) > 1e-3
 
 
+def test_curvas_mode_evaluates_in_the_source_files_array_order(phantom_case, tmp_path):
+    """A CT stored with permuted, flipped axes (SRA): the official flow on the arrays SimpleITK reads from the files
+    gives the numbers of ``--mode curvas`` on the canonical arrays with the image read from that file."""
+    import SimpleITK as sitk
+
+    from napari_segunc.io import read_volume
+    from napari_segunc.volume import VolumeKind
+
+    c = phantom_case
+    study, lab = c["study"], c["labels"]
+    remap = np.zeros(max(lab.values()) + 1, np.uint8)
+    remap[lab["pancreas"]], remap[lab["kidney_right"]], remap[lab["kidney_left"]], remap[lab["liver"]] = 1, 2, 2, 3
+    raters = [remap[r] for r in c["raters"]]
+    p = c["probabilities"]
+    organ_probs = np.stack([p[lab["pancreas"]], p[lab["kidney_right"]] + p[lab["kidney_left"]], p[lab["liver"]]])
+
+    def stored(data, kind):  # the array as SimpleITK reads it from a file stored in SRA order
+        return sitk.GetArrayFromImage(sitk.DICOMOrient(study.image.with_data(data, kind=kind).to_sitk(), "SRA"))
+
+    ct_file = tmp_path / "ct_sra.nii.gz"
+    sitk.WriteImage(sitk.DICOMOrient(study.image.to_sitk(), "SRA"), str(ct_file))
+    image = read_volume(ct_file)
+    assert image.source.orientation == "SRA" and image.shape == study.image.shape
+    np.testing.assert_array_equal(image.data, study.image.data)  # the same canonical arrays
+    ct_raw = stored(study.image.data, VolumeKind.INTENSITY)
+    assert ct_raw.shape != study.image.shape  # the file's own axis order
+    labels = {"panc": 1, "kidn": 2, "livr": 3}
+    ev = evaluate_case(organ_probs, raters, spacing=c["spacing"], labels=labels, mode="curvas", image=image)
+    dice, conf, eces = _official_style(
+        ct_raw,
+        [stored(r, VolumeKind.LABELS) for r in raters],
+        np.stack([stored(ch, VolumeKind.FLOAT_MAP) for ch in organ_probs]),
+    )
+    for v, name in ((1, "panc"), (2, "kidn"), (3, "livr")):
+        assert ev.value("dice_consensus", name, "consensus") == pytest.approx(dice[v], abs=1e-6)
+        assert ev.value("confidence", name, "consensus") == pytest.approx(conf[v], abs=1e-6)
+    for k, e in enumerate(eces):
+        assert ev.value("ece", "all", f"rater{k + 1}") == pytest.approx(e, abs=1e-6)
+    # in the canonical order (what this mode did before) the row-wise Dice is another number
+    canonical = evaluate_case(
+        organ_probs, raters, spacing=c["spacing"], labels=labels, mode="curvas", image=study.image.data
+    )
+    assert abs(canonical.value("dice_consensus", "panc", "consensus") - dice[1]) > 1e-3
+
+
 def test_suite_kernels_equal_their_numpy_twins():
     from napari_segunc.metrics import suite
 

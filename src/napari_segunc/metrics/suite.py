@@ -13,6 +13,10 @@ Modes (`Mode`):
 - ``curvas``: the official CURVAS 2024 evaluation's numbers: in-plane crop to the bounding box of CT > 0 (the
   `image` is needed for it, otherwise nothing is cropped and a warning is logged), its row-wise Dice, its confidence,
   its CRPS (in voxels, the official default ``voxel_proportion=1``) and its 4-class torchmetrics ECE per rater.
+  The official code works on the arrays as SimpleITK reads the files, and its crop and row-wise Dice depend on that
+  axis order; so when `image` is a `Volume` read from a file, every array is first put back into that file's own
+  array order (`napari_segunc.volume.array_to_source`), and a file not stored in LPS axial order gives the
+  official numbers too (`CaseEvaluation.roi` is then in the file's order).
 
 Output rows (`CaseEvaluation.rows`, one per organ × metric × rater or aggregate) have the columns of `COLUMNS`:
 ``organ`` is the organ's name or ``"all"`` for whole-ROI metrics; ``rater`` is a rater name, ``"mean"`` (the mean
@@ -36,7 +40,7 @@ import numpy as np
 
 from ..errors import GeometryMismatch, InvalidInput
 from ..uncertainty.raters import RaterVotes
-from ..volume import Volume
+from ..volume import Volume, array_to_source
 from . import calibration as cal
 from . import overlap as ov
 from . import ranking as rk
@@ -73,7 +77,8 @@ class CaseEvaluation:
     rows : list of dict
         The tidy table (keys `COLUMNS`).
     roi : tuple of slice
-        The (z, y, x) box every ROI metric was computed in.
+        The (z, y, x) box every ROI metric was computed in (curvas mode with an image read from a file: in that
+        file's array order).
     calibration : calibration.Calibration or None
         Top-label calibration with the reliability-diagram data (native mode).
     risk_coverage : ranking.RiskCoverage or None
@@ -281,6 +286,11 @@ def evaluate_case(
     classes = [_class_indices(a, values, n) for a, n in zip(arrays, names, strict=True)]
     table = _Table(case, mode)
     if mode is Mode.CURVAS:
+        source = image.source if isinstance(image, Volume) else None
+        if source is not None:  # the official code's array order: the file's own (module docstring)
+            p = np.ascontiguousarray(array_to_source(p, source.direction))
+            classes = [np.ascontiguousarray(array_to_source(c, source.direction)) for c in classes]
+            image = array_to_source(image.data, source.direction)
         roi = _curvas_crop(image, p.shape[1:])
         _curvas(table, p, classes, organs, names, roi)
         return CaseEvaluation(table.rows, roi)
