@@ -303,6 +303,24 @@ def test_curvas_mode_evaluates_in_the_source_files_array_order(phantom_case, tmp
         assert ev.value("confidence", name, "consensus") == pytest.approx(conf[v], abs=1e-6)
     for k, e in enumerate(eces):
         assert ev.value("ece", "all", f"rater{k + 1}") == pytest.approx(e, abs=1e-6)
+    # the same through `segunc evaluate` on files all stored in SRA order (written in the image's source geometry)
+    import csv
+
+    from napari_segunc.cli import main
+    from napari_segunc.io import write_probabilities, write_volume
+
+    files = [
+        write_volume(image.with_data(r, kind=VolumeKind.LABELS), tmp_path / f"r{k}.nii.gz")
+        for k, r in enumerate(raters)
+    ]
+    probs = write_probabilities(organ_probs, image, tmp_path / "organs.nii.gz")
+    args = ["evaluate", "--mode", "curvas", "--image", str(ct_file), "--probabilities", str(probs)]
+    args += [a for f in files for a in ("--rater", str(f))] + ["--labels", "panc=1,kidn=2,livr=3"]
+    assert main([*args, "--out", str(tmp_path / "curvas.csv")]) == 0
+    with open(tmp_path / "curvas.csv", newline="", encoding="utf-8") as fh:
+        rows = {(r["organ"], r["metric"], r["rater"]): float(r["value"]) for r in csv.DictReader(fh)}
+    assert rows[("panc", "dice_consensus", "consensus")] == pytest.approx(dice[1], abs=1e-6)
+    assert rows[("all", "ece", "r0")] == pytest.approx(eces[0], abs=1e-6)  # raters named by their files
     # in the canonical order (what this mode did before) the row-wise Dice is another number
     canonical = evaluate_case(
         organ_probs, raters, spacing=c["spacing"], labels=labels, mode="curvas", image=study.image.data

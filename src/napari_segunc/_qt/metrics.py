@@ -333,6 +333,7 @@ class MetricsWidget(QWidget):
             image=image,
             mode=self.mode,
             case=self.image_combo.currentData() or name,
+            array_order=grid.source.direction if grid.source is not None else None,  # curvas: the file's order
             member_voxels=list(prediction.metadata.get(MEMBER_VOXELS, {}).values()),
         )
 

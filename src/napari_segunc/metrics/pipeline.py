@@ -91,6 +91,7 @@ def evaluate_files(
         ensemble=ensemble,
         rater_names=names,
         case=files.case,
+        array_order=reference.source.direction if reference.source is not None else None,
     )
 
 

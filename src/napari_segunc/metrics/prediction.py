@@ -141,6 +141,7 @@ def evaluate_prediction(
     image: np.ndarray | None = None,
     rater_names: Sequence[str] | None = None,
     case: str = "case",
+    array_order: Sequence[float] | None = None,
 ) -> PredictionEvaluation:
     """Evaluate a segmentation (and, when given, its class probabilities) against raters with `evaluate_case`.
 
@@ -158,7 +159,7 @@ def evaluate_prediction(
     labels : mapping name → label value, optional
         The organs. Default: with probabilities, channel i is label i; without, every non-zero label of the
         segmentation and the raters (named ``label 1``, …).
-    mode, image, rater_names, case
+    mode, image, rater_names, case, array_order
         As `evaluate_case`.
 
     Returns
@@ -198,6 +199,7 @@ def evaluate_prediction(
             image=image,
             rater_names=names,
             case=case,
+            array_order=array_order,
         )
         for row in result.rows:
             if row["metric"] not in SEGMENTATION_METRICS:
@@ -225,7 +227,15 @@ def evaluate_prediction(
             "metrics use the argmax."
         )
     result = evaluate_case(
-        p, raters, spacing=spacing, labels=labels, mode=mode, image=image, rater_names=names, case=case
+        p,
+        raters,
+        spacing=spacing,
+        labels=labels,
+        mode=mode,
+        image=image,
+        rater_names=names,
+        case=case,
+        array_order=array_order,
     )
     return PredictionEvaluation(result, organs, True, tuple(notes))
 

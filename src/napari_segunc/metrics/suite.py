@@ -234,6 +234,7 @@ def evaluate_case(
     rater_names: Sequence[str] | None = None,
     case: str = "case",
     roi_margin: int = 20,
+    array_order: Sequence[float] | None = None,
 ) -> CaseEvaluation:
     """Evaluate one case: accuracy, calibration and uncertainty of the probabilities against the raters.
 
@@ -260,6 +261,9 @@ def evaluate_case(
         Written in the ``case`` column.
     roi_margin : int
         Voxels added on each side of the native ROI box.
+    array_order : 9 floats, optional
+        Curvas mode: the ITK direction of the file whose array order the official code reads (default: the
+        `image` Volume's source file, when it has one).
 
     Returns
     -------
@@ -286,11 +290,14 @@ def evaluate_case(
     classes = [_class_indices(a, values, n) for a, n in zip(arrays, names, strict=True)]
     table = _Table(case, mode)
     if mode is Mode.CURVAS:
-        source = image.source if isinstance(image, Volume) else None
-        if source is not None:  # the official code's array order: the file's own (module docstring)
-            p = np.ascontiguousarray(array_to_source(p, source.direction))
-            classes = [np.ascontiguousarray(array_to_source(c, source.direction)) for c in classes]
-            image = array_to_source(image.data, source.direction)
+        if array_order is None and isinstance(image, Volume) and image.source is not None:
+            array_order = image.source.direction
+        if array_order is not None:  # the official code's array order: the file's own (module docstring)
+            p = np.ascontiguousarray(array_to_source(p, array_order))
+            classes = [np.ascontiguousarray(array_to_source(c, array_order)) for c in classes]
+            if image is not None:
+                data = image.data if isinstance(image, Volume) else np.asarray(image)
+                image = array_to_source(data, array_order) if data.ndim == 3 else data
         roi = _curvas_crop(image, p.shape[1:])
         _curvas(table, p, classes, organs, names, roi)
         return CaseEvaluation(table.rows, roi)
