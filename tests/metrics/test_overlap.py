@@ -156,3 +156,68 @@ def test_curvas_dice_is_what_monai_computes_on_unbatched_arrays():
     only_row0 = empty.copy()
     only_row0[1, 0, :] = True  # row 0 is MONAI's "background channel": dropped
     assert curvas_dice(only_row0, only_row0).value == _monai_curvas(only_row0, only_row0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------- CURVAS 2025
+def _official_2025(pred_soft, bin_pred, annotations, staple_gt, smooth=1e-6):
+    """CURVAS-PDACVI 2025 `merged_dice_score`, rendered directly in numpy from its definition (float mean of the
+    annotations, flattened arrays, the smoothed Dice, 1 where both thresholded masks are empty)."""
+    avg = np.mean(np.stack([a.astype(np.float64) for a in annotations]), axis=0).reshape(-1)
+    soft = pred_soft.reshape(-1)
+
+    def d(a, b):
+        return 2.0 * np.sum(a * b) / (np.sum(a) + np.sum(b) + smooth)
+
+    scores = []
+    for t in np.linspace(0.1, 0.8, 6):
+        a, b = soft > t, avg > t
+        scores.append(1.0 if not a.any() and not b.any() else d(a, b))
+    return float(np.mean(scores)), float(d(bin_pred.astype(float), staple_gt.astype(float)))
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_curvas_2025_dice_equal_a_direct_rendering_of_their_definition(k):
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from napari_segunc.metrics.overlap import staple_consensus, staple_dice, thresholded_dice
+
+    rng = np.random.default_rng(k)
+    zz, yy, xx = np.mgrid[:24, :40, :40]
+    core = (zz - 12) ** 2 / 64 + (yy - 20) ** 2 / 120 + (xx - 20) ** 2 / 100
+    masks = [
+        ndimage.binary_dilation(core < 1, iterations=int(rng.integers(1, 3))) ^ (rng.random(core.shape) < 0.002)
+        for _ in range(k)
+    ]
+    soft = np.clip(
+        ndimage.gaussian_filter((core < 1.1).astype(np.float32), 1.5) + rng.normal(0, 0.02, core.shape), 0, 1
+    ).astype(np.float32)
+    pred = soft > 0.5
+    f = sitk.STAPLEImageFilter()
+    f.SetForegroundValue(1.0)
+    staple = sitk.GetArrayFromImage(f.Execute([sitk.GetImageFromArray(m.astype(np.uint8)) for m in masks])) > 0.5
+    want_thr, want_bin = _official_2025(soft, pred, masks, staple)
+    assert thresholded_dice(soft, masks).value == pytest.approx(want_thr, abs=1e-12)
+    assert staple_dice(pred, masks).value == pytest.approx(want_bin, abs=1e-12)
+    np.testing.assert_array_equal(staple_consensus(masks), staple)
+    assert 0.5 < want_thr < 1 and 0.5 < want_bin < 1
+    # both empty at every threshold: 1 (thresholded); an empty prediction and consensus: 0 (the smoothed Dice)
+    empty = np.zeros(core.shape, bool)
+    assert thresholded_dice(np.zeros(core.shape, np.float32), [empty] * k).value == 1.0
+    assert staple_dice(empty, [empty] * k).value == 0.0
+
+
+def test_curvas_2025_rows_in_the_native_suite(phantom_case):
+    from napari_segunc.metrics.overlap import staple_consensus
+    from napari_segunc.metrics.suite import evaluate_case
+
+    c = phantom_case
+    ev = evaluate_case(c["probabilities"], c["raters"], spacing=c["spacing"], labels=c["labels"])
+    p = c["probabilities"]
+    pred = np.argmax(p, axis=0)
+    for organ, value in c["labels"].items():
+        masks = [r == value for r in c["raters"]]
+        staple = staple_consensus(masks)  # on the whole image: the suite runs it in the ROI, same consensus here
+        want_thr, want_bin = _official_2025(p[value], pred == value, masks, staple)
+        assert ev.value("dice_staple", organ, "consensus") == pytest.approx(want_bin, abs=1e-12)
+        assert ev.value("dice_thresholded", organ, "consensus") == pytest.approx(want_thr, abs=1e-12)

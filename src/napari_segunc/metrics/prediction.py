@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Metrics that a segmentation alone defines (the others need class probabilities).
-SEGMENTATION_METRICS = frozenset({"dice_consensus", "dice", "hd95", "hd100", "assd", "crps_volume"})
+SEGMENTATION_METRICS = frozenset({"dice_consensus", "dice", "hd95", "hd100", "assd", "crps_volume", "dice_staple"})
 
 #: Reason of the NaN rows of a segmentation-only evaluation.
 NO_PROBABILITIES = "needs the class probabilities; only a segmentation was given"
@@ -51,6 +51,8 @@ MAIN_METRICS = (
     "hd100",
     "assd",
     "crps_volume",
+    "dice_staple",
+    "dice_thresholded",
     "confidence",
     "ece_organ",
     "mce_organ",

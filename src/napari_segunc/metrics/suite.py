@@ -337,6 +337,10 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
         pred_o = pred == i
         table.add(organ, value, "dice_consensus", "consensus", ov.consensus_dice(pred_o, consensus, dissensus))
         table.per_rater(organ, value, "dice", names, [ov.dice(pred_o, m) for m in masks])
+        table.add(organ, value, "dice_staple", "consensus", ov.staple_dice(pred_o, masks))  # CURVAS 2025
+        full_masks = [c == i for c in classes]  # p > 0.1 may reach outside the ROI: the whole image
+        table.add(organ, value, "dice_thresholded", "consensus", ov.thresholded_dice(p[i], full_masks))
+        del full_masks
         surfaces = ov.surface_distances_many(pred_o, masks, spacing)
         for metric in ("hd95", "hd100", "assd"):
             table.per_rater(organ, value, metric, names, [getattr(s, metric) for s in surfaces], "mm")
