@@ -47,6 +47,11 @@ def test_table_shape_and_reasons(native, phantom_case):
         "aurc",
         "eaurc",
         "mean_entropy",
+        "dice_staple",
+        "dice_thresholded",
+        "qc_entropy_image",
+        "qc_entropy_patch",
+        "qc_entropy_foreground",
     ):
         assert m in metrics, m
     assert {r["organ"] for r in rows} == {*ORGANS, "all"}
@@ -54,7 +59,12 @@ def test_table_shape_and_reasons(native, phantom_case):
         assert math.isnan(r["value"]) == (r["reason"] is not None), r
     # without ensemble members, the member-based summaries are NaN with a reason; the rest is defined
     nan_metrics = {r["metric"] for r in rows if math.isnan(r["value"])}
-    assert nan_metrics == {"mean_expected_entropy", "mean_mutual_information"}
+    assert nan_metrics == {
+        "mean_expected_entropy",
+        "mean_mutual_information",
+        "qc_mutual_information_image",
+        "qc_mutual_information_patch",
+    }
 
 
 def test_roi_is_padded_foreground_box(native, phantom_case):

@@ -1,4 +1,4 @@
-"""``segunc evaluate``, ``segunc evaluate-cohort`` and ``segunc compare``: metrics of cases, cohorts and groups."""
+"""``segunc evaluate``, ``evaluate-cohort``, ``stats``, ``qc`` and ``compare``: metrics of cases, cohorts, groups."""
 
 from __future__ import annotations
 
@@ -107,6 +107,49 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_qc(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..io import check_outputs
+    from ..io.writers import write_csv
+    from ..metrics.case_qc import SCORES, cohort_cases, failure_detection
+    from ..metrics.compare import read_results
+    from ..metrics.plots import plot_case_risk_coverage
+
+    out = Path(args.out)
+    files = [out / "qc.csv", out / "qc_cases.csv", out / "qc_risk_coverage.png"]
+    check_outputs(files, inputs=[args.results], overwrite=args.overwrite)
+    groups = cohort_cases(read_results(args.results), group_column=args.group_column)
+    found = [s for s in SCORES if any(s in c for cases in groups.values() for c in cases.values())]
+    if not found:
+        raise InvalidInput(
+            f"{args.results} has no case-level QC rows (qc_…): evaluate the cases with this version "
+            "(segunc evaluate-cohort) first."
+        )
+    table, per_case, curves = [], [], {}
+    for group, cases in groups.items():
+        names = sorted(cases)
+        dice = [cases[c]["dice"] for c in names]
+        scores = {s: [cases[c].get(s, float("nan")) for c in names] for s in found}
+        usable = {s: v for s, v in scores.items() if any(x == x for x in v)}
+        for fd in failure_detection(usable, dice, threshold=args.dice_threshold):
+            table.append({"group": group, **fd.row()})
+            curves[f"{group}: {fd.score}" if len(groups) > 1 else fd.score] = fd
+        per_case += [{"group": group, "case": c, **cases[c]} for c in names]
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, files[0], columns=list(table[0]), overwrite=args.overwrite)
+    write_csv(per_case, files[1], columns=["group", "case", "dice", *found], overwrite=args.overwrite)
+    plot_case_risk_coverage(curves, files[2], overwrite=args.overwrite)
+    for r in table:
+        print(
+            f"{r['group']:<12} {r['score']:<26} AURC {r['aurc']:.4f}  E-AURC {r['eaurc']:.4f}  AUROC "
+            f"{r['auroc']:.3f}  ({r['failures']}/{r['cases']} cases with Dice < {r['dice_threshold']:g})"
+        )
+    for path in files:
+        print(f"→ {path}")
+    return 0
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -190,6 +233,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="stats .csv or .json")
     add_overwrite(p)
     p.set_defaults(func=_cmd_stats)
+
+    p = sub.add_parser("qc", help="which case-level scores find the failed cases")
+    p.add_argument("results", help="results CSV of evaluate-cohort (its qc_… rows)")
+    p.add_argument("--dice-threshold", type=float, default=0.8, help="a case fails below this Dice (0.8)")
+    p.add_argument("--group-column", default="group", help="column holding the group (default 'group')")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for qc.csv, qc_cases.csv and the curves")
+    add_overwrite(p)
+    p.set_defaults(func=_cmd_qc)
 
     p = sub.add_parser("compare", help="Mann–Whitney U tests between groups, with violin plots")
     p.add_argument("results", help="results CSV of evaluate-cohort")

@@ -183,9 +183,12 @@ def thresholded_dice(p, masks: Sequence, thresholds: Sequence[float] = CURVAS202
         _same(prob, m, "probabilities and rater mask")
         votes += m
     k = len(stack)
+    # only voxels above the lowest threshold in either map can count: a linear pass, then a small subset
+    candidates = (prob > min(thresholds)) | (votes > 0)
+    pv, vv = prob[candidates], votes[candidates]
     scores = []
     for t in thresholds:
-        a, b = prob > t, votes > t * k  # mean of the masks > t, in integer votes
+        a, b = pv > t, vv > t * k  # mean of the masks > t, in integer votes
         scores.append(1.0 if not a.any() and not b.any() else _smoothed_dice(a, b))
     return Result(float(np.mean(scores)), None)
 

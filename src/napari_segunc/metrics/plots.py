@@ -115,6 +115,29 @@ def draw_risk_coverage(fig: Any, curve: Any, *, title: str = "") -> None:
     ax.grid(alpha=0.3)
 
 
+def plot_case_risk_coverage(curves: Mapping[str, Any], path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Risk–coverage over cases, one curve per case-level score (`napari_segunc.metrics.case_qc.FailureDetection`
+    by label), with its AURC and AUROC in the legend."""
+    fig = _figure(6.4, 4.4)
+    ax = fig.subplots()
+    for label, fd in curves.items():
+        ax.plot(
+            fd.curve.coverage,
+            fd.curve.selective_risk,
+            drawstyle="steps-post",
+            lw=1.5,
+            label=f"{label}: AURC {fd.aurc:.3f}, AUROC {_fmt(fd.auroc)}",
+        )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (fraction of cases kept, most confident first)")
+    ax.set_ylabel("selective risk (mean 1 − Dice of the kept cases)")
+    ax.set_title("Case-level QC: referring the most uncertain cases first")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    return _save(fig, path, overwrite)
+
+
 def plot_violins(
     values: Mapping[str, Sequence[float]],
     path: str | os.PathLike,

@@ -34,6 +34,7 @@ import enum
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from . import ranking as rk
 from ._kernels import argmax as _argmax
 from ._kernels import entropy as _entropy
 from ._kernels import probability_stats as _probability_stats
+from .case_qc import case_scores
 from .uncertainty_metrics import confidence, entropy_summaries, rater_variance_ncc
 from .volume import CRPSMode, Result, VolumeUnit, volume_crps, voxel_volume_ml
 
@@ -316,18 +318,20 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
     pred = pred_full[roi]
     cls = [np.ascontiguousarray(c[roi]) for c in classes]
     k = len(cls)
-    if ensemble is not None:
-        maps = {
-            n: _crop(getattr(ensemble, n, None) if not isinstance(ensemble, Mapping) else ensemble.get(n), roi)
-            for n in ("entropy", "expected_entropy", "mutual_information")
-        }
-        if maps["entropy"] is None:
-            maps["entropy"] = _entropy(pc)
-    else:
-        maps = {"entropy": _entropy(pc), "expected_entropy": None, "mutual_information": None}
+    entropy_full = _full_map(ensemble, "entropy")
+    if entropy_full is None:
+        entropy_full = _entropy(p)  # the whole image: the case's QC scores sum it there
+    mi_full = _full_map(ensemble, "mutual_information")
+    maps = {
+        "entropy": _crop(entropy_full, roi),
+        "expected_entropy": _crop(_full_map(ensemble, "expected_entropy"), roi),
+        "mutual_information": _crop(mi_full, roi),
+    }
     maps["segmentation"] = pred
     entropy = maps["entropy"]
 
+    with ThreadPoolExecutor(max_workers=min(2, len(organs)) or 1) as pool:  # ITK's STAPLE runs on one thread
+        staples = list(pool.map(lambda i: ov.staple_consensus([c == i for c in cls]), range(1, len(organs) + 1)))
     for i, (value, organ) in enumerate(organs.items(), start=1):
         masks = [c == i for c in cls]
         votes = masks[0].astype(np.uint8)
@@ -337,7 +341,7 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
         pred_o = pred == i
         table.add(organ, value, "dice_consensus", "consensus", ov.consensus_dice(pred_o, consensus, dissensus))
         table.per_rater(organ, value, "dice", names, [ov.dice(pred_o, m) for m in masks])
-        table.add(organ, value, "dice_staple", "consensus", ov.staple_dice(pred_o, masks))  # CURVAS 2025
+        table.add(organ, value, "dice_staple", "consensus", ov.staple_dice(pred_o, masks, consensus=staples[i - 1]))
         full_masks = [c == i for c in classes]  # p > 0.1 may reach outside the ROI: the whole image
         table.add(organ, value, "dice_thresholded", "consensus", ov.thresholded_dice(p[i], full_masks))
         del full_masks
@@ -374,7 +378,16 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
     table.add("all", "", "eaurc", "pooled", rc.eaurc)
     for key, r in entropy_summaries(maps).items():
         table.add("all", "", key.removesuffix("_roi"), "roi", r, "nats")
+    for key, r in case_scores(entropy_full, pred_full, mi_full).items():  # case-level QC (metrics.case_qc)
+        table.add("all", "", f"qc_{key}", "case", r, "nats")
     return CaseEvaluation(table.rows, roi, calibration=calib, risk_coverage=rc)
+
+
+def _full_map(ensemble: Any, name: str) -> np.ndarray | None:
+    if ensemble is None:
+        return None
+    found = ensemble.get(name) if isinstance(ensemble, Mapping) else getattr(ensemble, name, None)
+    return None if found is None else np.asarray(found)
 
 
 def _crop(a: Any, roi: tuple[slice, ...]) -> np.ndarray | None:
