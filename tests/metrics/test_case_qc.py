@@ -24,10 +24,11 @@ def test_patch_max_is_valus_patch_level_aggregation(shape):
     a = rng.random(shape).astype(np.float32) ** 3
     kernel = np.ones([min(10, n) for n in shape])  # an axis thinner than the patch: its whole extent
     want = scipy.signal.convolve(a.astype(np.float64), kernel, mode="valid").max()
-    assert patch_max(a) == pytest.approx(want, rel=1e-12)
-    assert patch_max(a, size=3) == pytest.approx(
-        scipy.signal.convolve(a.astype(np.float64), np.ones((3, 3, 3)), mode="valid").max(), rel=1e-12
-    )
+    for use_numba in (True, False):  # the kernel and its numpy twin
+        assert patch_max(a, use_numba=use_numba) == pytest.approx(want, rel=1e-10)
+        assert patch_max(a, size=3, use_numba=use_numba) == pytest.approx(
+            scipy.signal.convolve(a.astype(np.float64), np.ones((3, 3, 3)), mode="valid").max(), rel=1e-10
+        )
 
 
 def test_case_scores():

@@ -117,14 +117,21 @@ def read_ensemble_file(path: str | Path) -> list[Member]:
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{p}: cannot read the ensemble file ({exc}).") from None
     entries = spec.get("members") if isinstance(spec, dict) else None
+    return members_from_entries(entries, base=p.parent, where=str(p))
+
+
+def members_from_entries(entries: Any, *, base: Path, where: str) -> list[Member]:
+    """Members from ``[{"model": DIR, "folds": [...], "checkpoint": ..., "group": ..., "name": ...}, ...]`` (an
+    ensemble file's or a study file's list); relative model paths are relative to `base`; `where` names the file
+    in messages."""
     if not isinstance(entries, list) or not entries:
-        raise InvalidInput(f"{p}: expected a 'members' list of {{model, folds, group, name}} entries.")
+        raise InvalidInput(f"{where}: expected a 'members' list of {{model, folds, group, name}} entries.")
     members = []
     for i, e in enumerate(entries, start=1):
         if not isinstance(e, dict) or "model" not in e:
-            raise InvalidInput(f"{p}: member {i} needs a 'model' folder.")
+            raise InvalidInput(f"{where}: member {i} needs a 'model' folder.")
         model = Path(e["model"]).expanduser()
-        model = model if model.is_absolute() else p.parent / model
+        model = model if model.is_absolute() else base / model
         found = discover_members([model], folds=e.get("folds"), checkpoint=e.get("checkpoint", "checkpoint_final.pth"))
         for m in found:
             name = e.get("name") or m.label

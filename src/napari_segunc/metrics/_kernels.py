@@ -1,5 +1,6 @@
 """numba kernels of the metrics suite (ARCHITECTURE.md convention 7): one parallel pass each over (C, Z, Y, X)
-probabilities. Their numpy twins are in the tests (``np.argmax``, ``scipy.stats.entropy``, min/max/sum)."""
+probabilities. Their numpy twins are in the tests (``np.argmax``, ``scipy.stats.entropy``, min/max/sum); the
+case-level QC's patch maximum (`patch_max`) has its twin here (`patch_max_numpy`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["argmax", "entropy", "probability_stats"]
+__all__ = ["argmax", "entropy", "patch_max", "patch_max_numpy", "probability_stats"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -91,3 +92,63 @@ def entropy(p: np.ndarray) -> np.ndarray:
     out = np.empty(p.shape[1:], np.float32)
     _entropy_kernel(p, out)
     return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _patch_max_kernel(a, wz, wy, wx):  # pragma: no cover - compiled
+    """Largest sum of `a` (Z, Y, X) over a wz × wy × wx box inside it: running sums along x, then y (slice by
+    slice, in float64), then z (column by column)."""
+    nz_all, ny_all, nx_all = a.shape
+    nz, ny, nx = nz_all - wz + 1, ny_all - wy + 1, nx_all - wx + 1
+    b2 = np.empty((nz_all, ny, nx), np.float64)
+    for z in numba.prange(nz_all):
+        b1 = np.empty((ny_all, nx), np.float64)
+        for y in range(ny_all):
+            s = 0.0
+            for x in range(wx):
+                s += a[z, y, x]
+            b1[y, 0] = s
+            for x in range(1, nx):
+                s += np.float64(a[z, y, x + wx - 1]) - np.float64(a[z, y, x - 1])
+                b1[y, x] = s
+        for x in range(nx):
+            s = 0.0
+            for y in range(wy):
+                s += b1[y, x]
+            b2[z, 0, x] = s
+            for y in range(1, ny):
+                s += b1[y + wy - 1, x] - b1[y - 1, x]
+                b2[z, y, x] = s
+    best = np.empty(ny, np.float64)
+    for y in numba.prange(ny):
+        m = -np.inf
+        for x in range(nx):
+            s = 0.0
+            for z in range(wz):
+                s += b2[z, y, x]
+            m = max(m, s)
+            for z in range(1, nz):
+                s += b2[z + wz - 1, y, x] - b2[z - 1, y, x]
+                m = max(m, s)
+        best[y] = m
+    return best.max()
+
+
+def patch_max(a: np.ndarray, size: int) -> float:
+    """Largest sum of a 3D map over a ``size``-wide box (the whole axis where it is shorter)."""
+    a = np.asarray(a)
+    w = [min(size, n) for n in a.shape]
+    return float(_patch_max_kernel(a, w[0], w[1], w[2]))
+
+
+def patch_max_numpy(a: np.ndarray, size: int) -> float:
+    """Twin of `patch_max`: running sums with ``numpy.cumsum`` along each axis, in float64."""
+    s = np.asarray(a, dtype=np.float64)
+    for axis in range(s.ndim):
+        w = min(size, s.shape[axis])
+        c = np.cumsum(s, axis=axis)
+        head = np.take(c, [w - 1], axis=axis)
+        n = c.shape[axis]
+        tail = np.take(c, np.arange(w, n), axis=axis) - np.take(c, np.arange(0, n - w), axis=axis)
+        s = np.concatenate([head, tail], axis=axis)
+    return float(s.max())
