@@ -9,7 +9,7 @@ import math
 import numba
 import numpy as np
 
-__all__ = ["argmax", "entropy", "patch_max", "patch_max_numpy", "probability_stats"]
+__all__ = ["argmax", "count_above", "entropy", "patch_max", "patch_max_numpy", "probability_stats"]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -152,3 +152,23 @@ def patch_max_numpy(a: np.ndarray, size: int) -> float:
         tail = np.take(c, np.arange(w, n), axis=axis) - np.take(c, np.arange(0, n - w), axis=axis)
         s = np.concatenate([head, tail], axis=axis)
     return float(s.max())
+
+
+@numba.njit(cache=True, parallel=True)
+def _count_above_kernel(p, thresholds):  # pragma: no cover - compiled
+    nz = p.shape[0]
+    nt = thresholds.size
+    rows = np.zeros((nz, nt), np.int64)
+    for z in numba.prange(nz):
+        for y in range(p.shape[1]):
+            for x in range(p.shape[2]):
+                v = p[z, y, x]
+                for t in range(nt):
+                    if v > thresholds[t]:
+                        rows[z, t] += 1
+    return rows.sum(axis=0)
+
+
+def count_above(p: np.ndarray, thresholds) -> np.ndarray:
+    """(T,) int64: voxels of the 3D map `p` above each threshold (strictly), in one parallel pass."""
+    return _count_above_kernel(np.asarray(p), np.asarray(thresholds, dtype=np.float64))

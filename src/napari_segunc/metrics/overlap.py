@@ -59,6 +59,7 @@ __all__ = [
     "surface_distances",
     "surface_distances_many",
     "thresholded_dice",
+    "thresholded_dice_from_votes",
 ]
 
 #: The CURVAS 2025 thresholds of `thresholded_dice`: ``numpy.linspace(0.1, 0.8, 6)``.
@@ -182,14 +183,29 @@ def thresholded_dice(p, masks: Sequence, thresholds: Sequence[float] = CURVAS202
     for m in stack:
         _same(prob, m, "probabilities and rater mask")
         votes += m
-    k = len(stack)
+    return thresholded_dice_from_votes(prob, votes, len(stack), thresholds)
+
+
+def thresholded_dice_from_votes(
+    prob: np.ndarray,
+    votes: np.ndarray,
+    k: int,
+    thresholds: Sequence[float] = CURVAS2025_THRESHOLDS,
+    *,
+    above_elsewhere: Sequence[int] | None = None,
+) -> Result:
+    """`thresholded_dice` from the raters' vote counts (`votes` of `k` raters). `above_elsewhere`: per threshold,
+    the voxels with p > t outside these arrays, where no rater votes (the suite passes its ROI and counts the rest
+    of the image with `napari_segunc.metrics._kernels.count_above`)."""
+    extra = list(above_elsewhere) if above_elsewhere is not None else [0] * len(thresholds)
     # only voxels above the lowest threshold in either map can count: a linear pass, then a small subset
     candidates = (prob > min(thresholds)) | (votes > 0)
     pv, vv = prob[candidates], votes[candidates]
     scores = []
-    for t in thresholds:
+    for t, outside in zip(thresholds, extra, strict=True):
         a, b = pv > t, vv > t * k  # mean of the masks > t, in integer votes
-        scores.append(1.0 if not a.any() and not b.any() else _smoothed_dice(a, b))
+        na, nb, nab = int(np.count_nonzero(a)) + int(outside), int(np.count_nonzero(b)), int(np.count_nonzero(a & b))
+        scores.append(1.0 if na == 0 and nb == 0 else 2.0 * nab / (na + nb + _SMOOTH))
     return Result(float(np.mean(scores)), None)
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from ..errors import GeometryMismatch, InvalidInput
 from ..uncertainty.raters import RaterVotes
 from ..volume import Volume, array_to_source
+from . import _kernels
 from . import calibration as cal
 from . import overlap as ov
 from . import ranking as rk
@@ -342,9 +343,17 @@ def _native(table, p, classes, organs, names, spacing, ensemble, margin) -> Case
         table.add(organ, value, "dice_consensus", "consensus", ov.consensus_dice(pred_o, consensus, dissensus))
         table.per_rater(organ, value, "dice", names, [ov.dice(pred_o, m) for m in masks])
         table.add(organ, value, "dice_staple", "consensus", ov.staple_dice(pred_o, masks, consensus=staples[i - 1]))
-        full_masks = [c == i for c in classes]  # p > 0.1 may reach outside the ROI: the whole image
-        table.add(organ, value, "dice_thresholded", "consensus", ov.thresholded_dice(p[i], full_masks))
-        del full_masks
+        # p > 0.1 may reach outside the ROI, where no rater votes: counted there on the whole image
+        above = _kernels.count_above(p[i], ov.CURVAS2025_THRESHOLDS) - _kernels.count_above(
+            pc[i], ov.CURVAS2025_THRESHOLDS
+        )
+        table.add(
+            organ,
+            value,
+            "dice_thresholded",
+            "consensus",
+            ov.thresholded_dice_from_votes(pc[i], votes, k, above_elsewhere=above),
+        )
         surfaces = ov.surface_distances_many(pred_o, masks, spacing)
         for metric in ("hd95", "hd100", "assd"):
             table.per_rater(organ, value, metric, names, [getattr(s, metric) for s in surfaces], "mm")
