@@ -43,6 +43,13 @@ def _bin(name: str) -> str:
     return str(path) if path.exists() else name
 
 
+def predict_command(inp: Path, out: Path, member, device: str, *, mirroring: bool = True) -> list[str]:
+    """``nnUNetv2_predict_from_modelfolder`` of one member with its probabilities saved (``.npz`` + ``.pkl``)."""
+    cmd = [_bin("nnUNetv2_predict_from_modelfolder"), "-i", str(inp), "-o", str(out), "-m", member.model_dir]
+    cmd += ["-f", member.fold, "--save_probabilities", "-device", device, "-npp", "1", "-nps", "1"]
+    return cmd + ([] if mirroring else ["--disable_tta"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--members", type=int, default=6)
@@ -66,29 +73,7 @@ def main() -> None:
         outs = []
         for i, m in enumerate(members):
             out = work / f"member{i}"
-            subprocess.run(
-                [
-                    _bin("nnUNetv2_predict_from_modelfolder"),
-                    "-i",
-                    str(inp),
-                    "-o",
-                    str(out),
-                    "-m",
-                    m.model_dir,
-                    "-f",
-                    m.fold,
-                    "--save_probabilities",
-                    "-device",
-                    args.device,
-                    "-npp",
-                    "1",
-                    "-nps",
-                    "1",
-                ],
-                check=True,
-                env=env,
-                capture_output=True,
-            )
+            subprocess.run(predict_command(inp, out, m, args.device), check=True, env=env, capture_output=True)
             outs.append(str(out))
         subprocess.run(
             [_bin("nnUNetv2_ensemble"), "-i", *outs, "-o", str(work / "ens"), "-np", "1"],

@@ -103,7 +103,7 @@ def test_help_lists_every_command_on_one_line_in_an_80_column_terminal(monkeypat
     monkeypatch.setenv("COLUMNS", "80")
     parser = build_parser()
     commands = list(parser._subparsers._group_actions[0].choices)  # argparse keeps its subparsers there
-    assert len(commands) == 19
+    assert len(commands) == 20
     with pytest.raises(SystemExit) as stop:
         main(["--help"])
     assert stop.value.code == 0

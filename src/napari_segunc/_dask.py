@@ -26,9 +26,12 @@ _CLOSE_TIMEOUT_S = 10
 
 
 @contextlib.contextmanager
-def dask_client(workers: int, scheduler: str | None) -> Iterator[object]:
+def dask_client(workers: int, scheduler: str | None, *, gpus: bool = False) -> Iterator[object]:
     """A `distributed.Client` on `scheduler` (an address), else on a local cluster of `workers` single-threaded
-    processes that is shut down on exit (also when the caller stops early or on Ctrl-C)."""
+    processes that is shut down on exit (also when the caller stops early or on Ctrl-C). With `gpus`, one worker
+    per GPU: dask-cuda's `LocalCUDACluster` when it is installed (each worker sees its own GPU as ``cuda:0``),
+    otherwise `workers` plain workers that pick their GPU by their index (`napari_segunc.study.runner.worker_device`).
+    """
     from distributed import Client, LocalCluster
 
     verbose = logging.getLogger("napari_segunc").getEffectiveLevel() <= logging.INFO
@@ -42,18 +45,30 @@ def dask_client(workers: int, scheduler: str | None) -> Iterator[object]:
                 with _ignore_ctrl_c():
                     # silence_logs: what the worker processes log; a case's error comes back through its future,
                     # and what they log at ERROR is otherwise the shutdown's lost connections (with tracebacks)
-                    cluster = LocalCluster(
-                        n_workers=workers,
+                    options = dict(
                         threads_per_worker=1,
-                        processes=True,
                         dashboard_address=None,
                         silence_logs=False if verbose else logging.CRITICAL,
                     )
+                    cuda = _cuda_cluster() if gpus else None
+                    if cuda is not None:
+                        cluster = cuda(**options)
+                    else:
+                        cluster = LocalCluster(n_workers=workers, processes=True, **options)
             client = Client(cluster if cluster is not None else scheduler)
             log.info("dask: %s (%.1f s to start)", client, time.perf_counter() - start)
             yield client
         finally:
             _shut_down(client, cluster, verbose)
+
+
+def _cuda_cluster():
+    """dask-cuda's `LocalCUDACluster`, or None when it is not installed."""
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        return None
+    return LocalCUDACluster
 
 
 def _shut_down(client, cluster, verbose: bool) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import GeometryMismatch, InvalidInput, SegUncError
 from ..io import DicomSeries, list_dicom_series, read_policy, read_volume
 from ..io._npe2 import LayerData, volume_layer_data
-from ..io.readers import file_suffix
+from ..io.readers import LABEL_MAP_SUFFIXES, file_suffix
 from ..progress import Progress
 from ..samples import phantom_layers
 from ..volume import Volume, VolumeKind, check_same_grid
@@ -43,7 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Files "Add rater folder…" picks up (``.raw`` / ``.zraw`` data files of ``.mhd`` / ``.nhdr`` headers are not).
-LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Name prefix of the layers "Add probability maps…" adds.
 PROBABILITIES_PREFIX = "probabilities: "
 _MAPS = ("entropy", "expected_entropy", "mutual_information")

@@ -2,7 +2,7 @@
 
 Every user error ends with one sentence on stderr naming the file and the problem, and exit code 2 (`EXIT_ERROR`);
 ``--debug`` adds the traceback. Each command group is a module with an ``add_commands(sub)`` (`io`, `uncertainty`,
-`metrics`, `inference`, `prompts`, `demo`); what they share is in `_common`.
+`metrics`, `inference`, `prompts`, `study`, `demo`); what they share is in `_common`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import SegUncError
-from . import demo, inference, io, metrics, prompts, uncertainty
+from . import demo, inference, io, metrics, prompts, study, uncertainty
 from ._common import add_read_policy
 
 __all__ = ["EXIT_BROKEN_PIPE", "EXIT_ERROR", "EXIT_INTERRUPTED", "EXIT_OK", "build_parser", "main"]
@@ -33,7 +33,7 @@ EXIT_BROKEN_PIPE = 141
 log = logging.getLogger("napari_segunc")
 
 #: The command groups, in the order of ``segunc --help``.
-_GROUPS = (io, uncertainty, metrics, inference, prompts, demo)
+_GROUPS = (io, uncertainty, metrics, inference, prompts, study, demo)
 
 
 class _OneLineEach(argparse.HelpFormatter):

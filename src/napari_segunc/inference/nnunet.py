@@ -105,17 +105,10 @@ def discover_members(
 def read_ensemble_file(path: str | Path) -> list[Member]:
     """Members from a JSON or YAML file: ``{"members": [{"model": DIR, "folds": [...], "checkpoint": ..., "group":
     ..., "name": ...}, ...]}``; relative model paths are relative to the file."""
-    p = Path(path).expanduser()
-    try:
-        text = p.read_text(encoding="utf-8")
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+    from ..io.readers import read_mapping_file
 
-            spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"{p}: cannot read the ensemble file ({exc}).") from None
+    p = Path(path).expanduser()
+    spec = read_mapping_file(p, "ensemble file")
     entries = spec.get("members") if isinstance(spec, dict) else None
     return members_from_entries(entries, base=p.parent, where=str(p))
 

@@ -10,11 +10,13 @@ import contextlib
 import contextvars
 import dataclasses
 import gzip
+import json
 import logging
 import os
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +25,13 @@ from ..volume import FileFormat, Modality, SourceGeometry, Volume, VolumeKind
 from .dicom import DicomSeries, list_dicom_series, read_dicom
 
 __all__ = [
+    "LABEL_MAP_SUFFIXES",
     "DicomSeries",
     "SUPPORTED_SUFFIXES",
     "detect_format",
+    "file_suffix",
     "list_dicom_series",
+    "read_mapping_file",
     "read_policy",
     "read_volume",
 ]
@@ -76,6 +81,23 @@ def read_policy(
         yield policy
     finally:
         _POLICY.reset(token)
+
+
+def read_mapping_file(path: str | os.PathLike, what: str) -> Any:
+    """The content of a YAML (``.yaml``, ``.yml``) or JSON file; `what` names it in the one-sentence error."""
+    import yaml
+
+    p = Path(path).expanduser()
+    try:
+        text = p.read_text(encoding="utf-8")
+        return yaml.safe_load(text) if p.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{p}: cannot read the {what} ({reason}).") from None
+
+
+#: File suffixes of the volume formats a label map can come in (what a folder of raters is searched for).
+LABEL_MAP_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def file_suffix(path: Path) -> str:

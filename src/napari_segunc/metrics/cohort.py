@@ -31,7 +31,7 @@ from ..progress import Progress
 from .pipeline import CaseFiles, evaluate_files
 from .suite import COLUMNS
 
-__all__ = ["COHORT_COLUMNS", "CohortCase", "evaluate_cohort", "read_manifest"]
+__all__ = ["COHORT_COLUMNS", "CohortCase", "error_row", "evaluate_cohort", "read_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -101,20 +101,23 @@ def _evaluate_one(group: str, files: CaseFiles, options: Mapping[str, Any]) -> l
         rows = evaluate_files(files, **options).rows
     except Exception as exc:  # noqa: BLE001 - a failed case is data in the output, the others go on
         log.warning("case %s (%s) failed: %s", files.case, group, exc)
-        rows = [
-            dict(
-                case=files.case,
-                mode=str(options.get("mode", "native")),
-                organ="",
-                label="",
-                metric="error",
-                rater="",
-                value=math.nan,
-                unit="",
-                reason=f"{type(exc).__name__}: {exc}",
-            )
-        ]
+        rows = [error_row(files.case, exc, mode=str(options.get("mode", "native")))]
     return [{"group": group, **row} for row in rows]
+
+
+def error_row(case: str, exc: BaseException, *, mode: str = "native") -> dict[str, Any]:
+    """The one row of a case that failed: ``metric = error``, the exception in ``reason`` (suite columns)."""
+    return dict(
+        case=case,
+        mode=mode,
+        organ="",
+        label="",
+        metric="error",
+        rater="",
+        value=math.nan,
+        unit="",
+        reason=f"{type(exc).__name__}: {exc}",
+    )
 
 
 def evaluate_cohort(
@@ -174,18 +177,5 @@ def _distributed(cases, options, scheduler: str | None, workers: int) -> Iterato
                 rows = future.result()
             except Exception as exc:  # noqa: BLE001 - a worker that died: report, go on
                 c = cases[i]
-                rows = [
-                    {
-                        "group": c.group,
-                        "case": c.files.case,
-                        "mode": options["mode"],
-                        "organ": "",
-                        "label": "",
-                        "metric": "error",
-                        "rater": "",
-                        "value": math.nan,
-                        "unit": "",
-                        "reason": f"{type(exc).__name__}: {exc}",
-                    }
-                ]
+                rows = [{"group": c.group, **error_row(c.files.case, exc, mode=options["mode"])}]
             yield i, rows

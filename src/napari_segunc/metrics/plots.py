@@ -134,7 +134,7 @@ def plot_case_risk_coverage(curves: Mapping[str, Any], path: str | os.PathLike, 
     ax.set_ylabel("selective risk (mean 1 − Dice of the kept cases)")
     ax.set_title("Case-level QC: referring the most uncertain cases first")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path, overwrite)
 
 
