@@ -77,7 +77,7 @@ def test_case_table_takes_the_mean_over_raters_then_the_consensus():
     assert with_hu[0]["hu_std"] == pytest.approx(float(ct[labels == 1].std())) and with_hu[1]["hu_mean"] == 0.0
     # the Statistics' volume spread, matched by organ name: the members' and raters' lowest–highest volumes
     from napari_segunc.metrics.stats import organ_statistics
-    from napari_segunc.report.page import _table_text
+    from napari_segunc.report.table import table_text
 
     rater = labels.copy()
     rater[3, 3, 3] = 1
@@ -90,9 +90,9 @@ def test_case_table_takes_the_mean_over_raters_then_the_consensus():
         0.003,
     )
     assert spread[0]["rater_volume_max_ml"] == pytest.approx(0.009) and spread[1]["raters"] == 1
-    columns, cells = _table_text(spread, with_metrics=False)
+    columns, cells = table_text(spread, with_metrics=False)
     assert columns[4:6] == ["members (ml)", "raters (ml)"] and cells[0][4:6] == ["0–0", "0–0"]
-    assert "members (ml)" not in _table_text(with_hu, with_metrics=False)[0]
+    assert "members (ml)" not in table_text(with_hu, with_metrics=False)[0]
 
 
 def test_key_slices_show_every_organ_near_its_largest_section(study):
