@@ -120,7 +120,6 @@ def test_a_rerun_skips_finished_cases_and_a_failed_case_does_not_stop_the_others
 
     spec = yaml.safe_load(study.read_text())
     spec["cases_folder"] = str(study.parent / "cases")
-    spec["ensemble"] = spec["ensemble"]
     bad = tmp_path / "bad"
     bad.mkdir()
     first = read_study(study).cases[0]

@@ -23,7 +23,7 @@ from ..io.writers import atomic_write, write_csv
 from ..volume import check_same_grid
 from .suite import COLUMNS, CaseEvaluation, Mode, evaluate_case
 
-__all__ = ["CaseFiles", "evaluate_files", "write_plots", "write_table"]
+__all__ = ["CaseFiles", "evaluate_files", "rater_names_from_files", "write_plots", "write_table"]
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def evaluate_files(
         acc, _grid, _labels = run_job(accumulate(members, class_variance=False))
         ensemble = acc.result(consume=True)
         probabilities = ensemble.mean_probabilities
-    names = list(rater_names) if rater_names else _rater_names(files.raters)
+    names = list(rater_names) if rater_names else rater_names_from_files(files.raters)
     return evaluate_case(
         probabilities,
         [r.data for r in raters],
@@ -95,7 +95,7 @@ def evaluate_files(
     )
 
 
-def _rater_names(paths: Sequence[str]) -> list[str]:
+def rater_names_from_files(paths: Sequence[str]) -> list[str]:
     """Rater names from file names (``rater_1.nii.gz`` → ``rater_1``), numbered when they collide."""
     stems = []
     for p in paths:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SegUncError
+from ..metrics.pipeline import rater_names_from_files
+from ..metrics.suite import COLUMNS
 from ..progress import Progress
 from .spec import StudyCase, StudySpec
 
@@ -44,8 +46,8 @@ LEVELS = {"model": "Individual models", "group": "Per-group ensembles", "ensembl
 #: A finished case's rows, inside its folder.
 ROWS = "rows.json"
 
-#: The columns of the study's tidy table: the level and group, then the suite's (`metrics.suite.COLUMNS`).
-STUDY_COLUMNS = ("level", "group", "case", "mode", "organ", "label", "metric", "rater", "value", "unit", "reason")
+#: The columns of the study's tidy table: the level and group, then the suite's.
+STUDY_COLUMNS = ("level", "group", *COLUMNS)
 
 _MAPS = ("entropy", "mutual_information")
 
@@ -55,11 +57,6 @@ def case_folder(out: str | Path, case: str) -> Path:
     from ..report.case import safe_name
 
     return Path(out) / "cases" / safe_name(case)
-
-
-def _rater_names(paths: Sequence[str]) -> list[str]:
-    stems = [Path(p).name.split(".")[0] for p in paths]
-    return stems if len(set(stems)) == len(stems) else [f"rater{k + 1}" for k in range(len(stems))]
 
 
 def _tagged(rows: Sequence[dict], level: str, group: str) -> list[dict]:
@@ -112,7 +109,7 @@ def run_case(case: StudyCase, spec: StudySpec, out: str | Path, *, device: str |
         rater = read_volume(path, kind=VolumeKind.LABELS)
         check_same_grid(image, rater)
         raters.append(rater.data)
-    names = _rater_names(case.raters)
+    names = rater_names_from_files(case.raters)
     rows: list[dict] = []
 
     def evaluate(probabilities, labels, ensemble=None) -> list[dict]:
